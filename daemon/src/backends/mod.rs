@@ -1,0 +1,130 @@
+//! Backends: where a store's bytes live.
+//!
+//! Every backend implements [`Backend`], the flat, backend-level API of Python
+//! borgstore: names arrive already nested (`data/01/23/0123..`), one directory level is
+//! listed at a time, and soft deletion is just a `move`. The engine in
+//! [`crate::store`] adds namespaces, nesting, soft delete and stats on top.
+//!
+//! - [`posixfs`]: `file:///abs/path`, a directory tree byte-compatible with Python borgstore.
+//! - [`url`]: turns a store URL into a backend.
+//!
+//! A backend is shared (`Arc<dyn Backend>`) and called concurrently; it keeps its own
+//! state behind interior mutability. Backends never block an async executor thread:
+//! blocking I/O goes to `tokio::task::spawn_blocking`.
+
+pub mod posixfs;
+pub mod url;
+
+use crate::hashing::HashAlgorithm;
+use crate::store::nesting::nest;
+use async_trait::async_trait;
+use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source};
+use bytes::Bytes;
+
+/// How defrag names its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefragTarget {
+    /// Store the result under this (nested) name.
+    Name(String),
+    /// Name the result after the hex digest of its content, in `namespace` (may be
+    /// empty) at `levels` nesting levels.
+    Hashed { algorithm: HashAlgorithm, namespace: String, levels: u32 },
+}
+
+/// The backend-level store API (DESIGN.md section 3, REST-API.md routes).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Initialise the storage. Refuses an existing non-empty store.
+    async fn create(&self) -> Result<()>;
+    /// Remove the storage and all its contents.
+    async fn destroy(&self) -> Result<()>;
+    /// Start using the storage; every other call below needs an open backend.
+    async fn open(&self) -> Result<()>;
+    /// Stop using the storage (persists quota where tracked).
+    async fn close(&self) -> Result<()>;
+    /// Create directory `name` (and missing parents).
+    async fn mkdir(&self, name: &str) -> Result<()>;
+    /// Remove the empty directory `name`.
+    async fn rmdir(&self, name: &str) -> Result<()>;
+    /// Metadata of `name`; a missing name gives `exists: false`, not an error.
+    async fn info(&self, name: &str) -> Result<ItemInfo>;
+    /// Bytes of `name` from `offset` (negative: from the end) for `size` bytes (None: to the end).
+    async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes>;
+    /// Store `value` as `name`, atomically: readers see the old or the new value.
+    async fn store(&self, name: &str, value: Bytes) -> Result<()>;
+    /// Delete `name`.
+    async fn delete(&self, name: &str) -> Result<()>;
+    /// Rename `current` to `new`, replacing `new`.
+    async fn move_(&self, current: &str, new: &str) -> Result<()>;
+    /// One directory level, sorted by name, without temp files or invalid names.
+    async fn list(&self, name: &str) -> Result<Vec<ItemInfo>>;
+
+    /// Create all directories the nesting levels need in advance (worth it where mkdir
+    /// on demand is expensive).
+    fn precreate_dirs(&self) -> bool {
+        false
+    }
+
+    /// Hex digest of the whole content of `name`. Default: load and hash.
+    async fn hash(&self, name: &str, algorithm: HashAlgorithm) -> Result<String> {
+        let data = self.load(name, 0, None).await?;
+        Ok(algorithm.hex_digest(&data))
+    }
+
+    /// The bytes of all `sources`, concatenated in order. A short read is a ReadRangeError.
+    async fn gather(&self, sources: &[Source]) -> Result<Bytes> {
+        let total: u64 = sources.iter().map(|s| s.size).sum();
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 30));
+        for s in sources {
+            if s.size == 0 {
+                continue;
+            }
+            let chunk = self.load(&s.name, s.offset, Some(s.size)).await?;
+            check_range(s, chunk.len())?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Build a new item from byte ranges of existing items; returns its name.
+    async fn defrag(&self, sources: &[Source], target: &DefragTarget) -> Result<String> {
+        let data = self.gather(sources).await?;
+        let name = defrag_target_name(target, &data)?;
+        self.store(&name, data).await?;
+        Ok(name)
+    }
+
+    /// Quota limit and usage; [`Quota::OFF`] where not tracked.
+    async fn quota(&self) -> Result<Quota> {
+        Ok(Quota::OFF)
+    }
+}
+
+/// The name a defrag result gets.
+pub fn defrag_target_name(target: &DefragTarget, data: &[u8]) -> Result<String> {
+    Ok(match target {
+        DefragTarget::Name(n) => n.clone(),
+        DefragTarget::Hashed { algorithm, namespace, levels } => {
+            let digest = algorithm.hex_digest(data);
+            let ns = namespace.trim_end_matches('/');
+            let name = if ns.is_empty() { digest } else { format!("{ns}/{digest}") };
+            nest(&name, *levels, None)?
+        }
+    })
+}
+
+/// A short read of a gather/defrag source is a ReadRangeError.
+pub fn check_range(source: &Source, got: usize) -> Result<()> {
+    if got as u64 != source.size {
+        return Err(Error::new(
+            ErrorKind::ReadRangeError,
+            format!(
+                "short read from {} (requested {} bytes at offset {}, got {got})",
+                crate::names::shown(&source.name),
+                source.size,
+                source.offset
+            ),
+        ));
+    }
+    Ok(())
+}

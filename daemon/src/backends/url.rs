@@ -1,0 +1,69 @@
+//! Store URLs -> backends (DESIGN.md section 7).
+//!
+//! Only `file:///abs/path` is built in so far; the remote schemes are recognised so that
+//! their URLs get a clear error instead of "invalid URL".
+
+use super::posixfs::{PosixFs, PosixFsOptions};
+use super::Backend;
+use borgstore_ipc::{Error, Result};
+use percent_encoding::percent_decode_str;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Options only some backends accept.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    pub posixfs: PosixFsOptions,
+}
+
+/// The local path of a `file:///abs/path` URL (percent-decoded), or None for other schemes.
+pub fn file_url_path(url: &str) -> Result<Option<PathBuf>> {
+    let Some(rest) = url.strip_prefix("file://") else { return Ok(None) };
+    if !rest.starts_with('/') {
+        return Err(Error::invalid(
+            "file: URLs need an absolute path and no host: file:///abs/path (three slashes)",
+        ));
+    }
+    let decoded = percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| Error::invalid("file: URL path is not valid UTF-8 after percent-decoding"))?;
+    if decoded.contains('\0') {
+        return Err(Error::invalid("file: URL path contains NUL"));
+    }
+    Ok(Some(PathBuf::from(decoded.into_owned())))
+}
+
+/// Make a backend for `url`.
+pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Backend>> {
+    if let Some(path) = file_url_path(url)? {
+        return Ok(Arc::new(PosixFs::new(path, options.posixfs)?));
+    }
+    let restricted = !options.posixfs.permissions.is_unrestricted() || options.posixfs.quota.is_some();
+    if restricted {
+        return Err(Error::invalid("permissions and quota are only supported for file: URLs"));
+    }
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        "sftp" | "s3" | "b2" | "rclone" | "http" | "https" | "rest" => Err(Error::invalid(format!(
+            "the {scheme}: backend is not available in this build of borgstore-rs yet"
+        ))),
+        _ => Err(Error::invalid(format!(
+            "invalid or unsupported store URL {} (expected file:///abs/path)",
+            crate::names::shown(url)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls() {
+        assert_eq!(file_url_path("file:///tmp/a%20b").unwrap(), Some(PathBuf::from("/tmp/a b")));
+        assert!(file_url_path("file://host/x").is_err());
+        assert!(file_url_path("file:///x%00y").is_err());
+        assert_eq!(file_url_path("sftp://x/y").unwrap(), None);
+        assert!(backend_from_url("gopher://x", BackendOptions::default()).is_err());
+    }
+}

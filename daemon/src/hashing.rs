@@ -1,0 +1,152 @@
+//! Content hashing with every algorithm of DESIGN.md section 3.
+//!
+//! Names follow Python's `hashlib` (`sha3_256`, `blake2b` = BLAKE2b-512, `blake2s` =
+//! BLAKE2s-256) plus `blake3`, so a digest computed here equals one computed by Python
+//! borgstore for the same algorithm name.
+
+use borgstore_ipc::{Error, Result};
+use digest::DynDigest;
+use std::fmt;
+use std::str::FromStr;
+
+/// A supported hash algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashAlgorithm {
+    Md5,
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+    Sha3_224,
+    Sha3_256,
+    Sha3_384,
+    Sha3_512,
+    Blake2b,
+    Blake2s,
+    Blake3,
+}
+
+impl HashAlgorithm {
+    pub const ALL: [HashAlgorithm; 13] = [
+        HashAlgorithm::Md5,
+        HashAlgorithm::Sha1,
+        HashAlgorithm::Sha224,
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::Sha3_224,
+        HashAlgorithm::Sha3_256,
+        HashAlgorithm::Sha3_384,
+        HashAlgorithm::Sha3_512,
+        HashAlgorithm::Blake2b,
+        HashAlgorithm::Blake2s,
+        HashAlgorithm::Blake3,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlgorithm::Md5 => "md5",
+            HashAlgorithm::Sha1 => "sha1",
+            HashAlgorithm::Sha224 => "sha224",
+            HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Sha384 => "sha384",
+            HashAlgorithm::Sha512 => "sha512",
+            HashAlgorithm::Sha3_224 => "sha3_224",
+            HashAlgorithm::Sha3_256 => "sha3_256",
+            HashAlgorithm::Sha3_384 => "sha3_384",
+            HashAlgorithm::Sha3_512 => "sha3_512",
+            HashAlgorithm::Blake2b => "blake2b",
+            HashAlgorithm::Blake2s => "blake2s",
+            HashAlgorithm::Blake3 => "blake3",
+        }
+    }
+
+    /// A fresh incremental hasher.
+    pub fn hasher(self) -> Hasher {
+        let d: Box<dyn DynDigest + Send> = match self {
+            HashAlgorithm::Md5 => Box::new(md5::Md5::default()),
+            HashAlgorithm::Sha1 => Box::new(sha1::Sha1::default()),
+            HashAlgorithm::Sha224 => Box::new(sha2::Sha224::default()),
+            HashAlgorithm::Sha256 => Box::new(sha2::Sha256::default()),
+            HashAlgorithm::Sha384 => Box::new(sha2::Sha384::default()),
+            HashAlgorithm::Sha512 => Box::new(sha2::Sha512::default()),
+            HashAlgorithm::Sha3_224 => Box::new(sha3::Sha3_224::default()),
+            HashAlgorithm::Sha3_256 => Box::new(sha3::Sha3_256::default()),
+            HashAlgorithm::Sha3_384 => Box::new(sha3::Sha3_384::default()),
+            HashAlgorithm::Sha3_512 => Box::new(sha3::Sha3_512::default()),
+            HashAlgorithm::Blake2b => Box::new(blake2::Blake2b512::default()),
+            HashAlgorithm::Blake2s => Box::new(blake2::Blake2s256::default()),
+            HashAlgorithm::Blake3 => return Hasher::Blake3(Box::new(blake3::Hasher::new())),
+        };
+        Hasher::Digest(d)
+    }
+
+    /// Hex digest of `data` in one call.
+    pub fn hex_digest(self, data: &[u8]) -> String {
+        let mut h = self.hasher();
+        h.update(data);
+        h.finalize_hex()
+    }
+}
+
+impl FromStr for HashAlgorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.to_ascii_lowercase();
+        HashAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == lower)
+            .ok_or_else(|| Error::invalid(format!("unsupported hash algorithm: {}", crate::names::shown(s))))
+    }
+}
+
+impl fmt::Display for HashAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An incremental hasher for any [`HashAlgorithm`].
+pub enum Hasher {
+    Digest(Box<dyn DynDigest + Send>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Digest(d) => d.update(data),
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    pub fn finalize_hex(self) -> String {
+        match self {
+            Hasher::Digest(d) => hex::encode(d.finalize()),
+            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests() {
+        assert_eq!(HashAlgorithm::Md5.hex_digest(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            HashAlgorithm::Sha256.hex_digest(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            HashAlgorithm::Blake3.hex_digest(b""),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        assert_eq!("SHA3_256".parse::<HashAlgorithm>().unwrap(), HashAlgorithm::Sha3_256);
+        assert!("sha-256".parse::<HashAlgorithm>().is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! # borgstore-ipc
+//!
+//! The vocabulary shared by `borgstored` and its clients. It holds no I/O policy and
+//! has light dependencies, so the client library and the daemon agree on it cheaply.
+//!
+//! - [`error`]: the error kinds of the store API (DESIGN.md section 3), used unchanged
+//!   by the engine, the backends, the IPC wire and the client.
+//! - [`types`]: item metadata, quota and byte-range sources.
+//! - `protocol` and `codec` (IPC protocol v1, DESIGN.md section 5) live beside it once
+//!   the daemon speaks them.
+
+pub mod error;
+pub mod types;
+
+pub use error::{Error, ErrorKind, Result};
+pub use types::{ItemInfo, Quota, Source, StatValue, Stats};
