@@ -1,0 +1,396 @@
+//! The store engine: the high-level key/value API over any [`Backend`].
+//!
+//! What it adds to a backend (DESIGN.md section 3):
+//! - namespaces with nesting levels and level migration ([`config`], [`nesting`]),
+//! - soft delete / undelete and level changes, all as backend moves,
+//! - recursive sorted listing ([`list`]),
+//! - hash, gather and defrag with namespace-relative names,
+//! - statistics with the Python key names ([`stats`]) and latency/bandwidth emulation
+//!   ([`emulator`]).
+//!
+//! A [`Store`] is a cheap handle (`Clone`) that may be used from many tasks; ordering
+//! of operations is the caller's business (the daemon's store actor provides it).
+
+pub mod config;
+pub mod emulator;
+pub mod list;
+pub mod nesting;
+pub mod stats;
+
+use crate::backends::{Backend, DefragTarget};
+use crate::hashing::HashAlgorithm;
+use crate::names::{shown, validate_item_name, DEL_SUFFIX};
+use borgstore_ipc::{Error, ItemInfo, Quota, Result, Source, Stats};
+use bytes::Bytes;
+pub use config::{NamespaceConfig, Namespaces};
+pub use emulator::Emulator;
+pub use list::Lister;
+use nesting::{nest, unnest};
+use stats::StatsCounters;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How `move` changes an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveAction {
+    /// Soft delete: `x` becomes `x.del`.
+    Delete,
+    /// Reverse a soft delete.
+    Undelete,
+    /// Move the item (live, or soft-deleted with `deleted`) to the namespace's last level.
+    ChangeLevel { deleted: bool },
+    /// Rename to `new_name` (replacing it); `deleted` addresses soft-deleted items.
+    Rename { new_name: String, deleted: bool },
+}
+
+/// How defrag names the new item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefragName {
+    /// This name (no `/`: the namespace is given separately).
+    Given(String),
+    /// The hex digest of the content.
+    Hash(HashAlgorithm),
+}
+
+/// A key/value store: a backend plus namespaces, soft delete, stats and emulation.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    namespaces: Namespaces,
+    emulator: Emulator,
+    stats: Mutex<StatsCounters>,
+}
+
+impl Store {
+    /// A store over `backend` with the given namespaces, emulation from the environment.
+    pub fn new(backend: Arc<dyn Backend>, namespaces: Namespaces) -> Result<Self> {
+        Ok(Self::with_emulator(backend, namespaces, Emulator::from_env()?))
+    }
+
+    /// A store with an explicit emulator (tests, per-store daemon config).
+    pub fn with_emulator(backend: Arc<dyn Backend>, namespaces: Namespaces, emulator: Emulator) -> Self {
+        Store { inner: Arc::new(Inner { backend, namespaces, emulator, stats: Mutex::default() }) }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.inner.namespaces
+    }
+
+    fn stats_lock(&self) -> std::sync::MutexGuard<'_, StatsCounters> {
+        self.inner.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats_add(&self, key: &str, amount: u64) {
+        self.stats_lock().add(key, amount);
+    }
+
+    /// Run one API call, counting `<op>_calls` and `<op>_time`.
+    async fn counted<T>(&self, op: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let start = Instant::now();
+        let result = fut.await;
+        self.stats_lock().call(op, start.elapsed());
+        result
+    }
+
+    /// One primary backend call: counted under `backend_<key>_*` (when given) and
+    /// slowed down by the emulator.
+    async fn backend_call<T>(
+        &self,
+        key: Option<&str>,
+        volume: impl Fn(&T) -> u64,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let result = fut.await?;
+        let moved = volume(&result);
+        if let Some(key) = key {
+            let mut st = self.stats_lock();
+            st.add(&format!("backend_{key}_calls"), 1);
+            st.add(&format!("backend_{key}_volume"), moved);
+        }
+        self.inner.emulator.delay(start.elapsed(), moved).await;
+        Ok(result)
+    }
+
+    // ----- lifecycle -----
+
+    /// Create the storage (and all nesting directories, if the backend asks for that).
+    pub async fn create(&self) -> Result<()> {
+        self.inner.backend.create().await?;
+        if self.inner.backend.precreate_dirs() {
+            self.inner.backend.open().await?;
+            let made = self.create_levels().await;
+            self.inner.backend.close().await?;
+            made?;
+        }
+        Ok(())
+    }
+
+    pub async fn destroy(&self) -> Result<()> {
+        self.inner.backend.destroy().await
+    }
+
+    pub async fn open(&self) -> Result<()> {
+        self.inner.backend.open().await
+    }
+
+    pub async fn close(&self) -> Result<()> {
+        self.inner.backend.close().await
+    }
+
+    /// Create every namespace directory and, for nested namespaces, every deepest nesting
+    /// directory (256^level of them). The store must be open.
+    pub async fn create_levels(&self) -> Result<()> {
+        for (ns, levels) in self.inner.namespaces.iter() {
+            let ns = ns.trim_end_matches('/');
+            let level = levels.iter().copied().max().unwrap_or(0);
+            if level == 0 {
+                if !ns.is_empty() {
+                    self.inner.backend.mkdir(ns).await?;
+                }
+                continue;
+            }
+            for i in 0..256u64.pow(level) {
+                let bytes = i.to_be_bytes();
+                let hexdir = hex::encode(&bytes[8 - level as usize..]);
+                let mut dir = String::from(ns);
+                for pair in hexdir.as_bytes().chunks(2) {
+                    if !dir.is_empty() {
+                        dir.push('/');
+                    }
+                    dir.push_str(std::str::from_utf8(pair).unwrap_or("00"));
+                }
+                self.inner.backend.mkdir(&dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- names -----
+
+    /// The nested backend name of `name`: where it is, or where a new item goes.
+    ///
+    /// With one configured level this is pure computation; with several (a migration),
+    /// each level is probed and the first existing one wins, else the last level.
+    pub async fn find(&self, name: &str, deleted: bool) -> Result<String> {
+        validate_item_name(name)?;
+        if name.ends_with(DEL_SUFFIX) {
+            return Err(Error::invalid(format!(
+                "{} ends with .del: address soft-deleted items with the deleted flag",
+                shown(name)
+            )));
+        }
+        let suffix = deleted.then_some(DEL_SUFFIX);
+        let levels = self.inner.namespaces.levels_for(name)?;
+        if let [level] = levels {
+            return nest(name, *level, suffix);
+        }
+        let mut nested = String::new();
+        for level in levels {
+            nested = nest(name, *level, suffix)?;
+            if self.inner.backend.info(&nested).await?.exists {
+                break;
+            }
+        }
+        Ok(nested)
+    }
+
+    async fn find_sources(&self, sources: &[Source], namespace: Option<&str>, deleted: bool) -> Result<Vec<Source>> {
+        let prefix = ns_prefix(namespace);
+        let mut mapped: Vec<Source> = Vec::with_capacity(sources.len());
+        let mut seen: std::collections::HashMap<&str, String> = Default::default();
+        for s in sources {
+            if s.name.contains('/') {
+                return Err(Error::invalid(format!(
+                    "item name {} must not contain '/' (the namespace is given separately)",
+                    shown(&s.name)
+                )));
+            }
+            let nested = match seen.get(s.name.as_str()) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = self.find(&format!("{prefix}{}", s.name), deleted).await?;
+                    seen.insert(&s.name, n.clone());
+                    n
+                }
+            };
+            mapped.push(Source { name: nested, offset: s.offset, size: s.size });
+        }
+        Ok(mapped)
+    }
+
+    // ----- item operations -----
+
+    pub async fn info(&self, name: &str, deleted: bool) -> Result<ItemInfo> {
+        self.counted("info", async {
+            let nested = self.find(name, deleted).await?;
+            self.backend_call(None, |_| 0, self.inner.backend.info(&nested)).await
+        })
+        .await
+    }
+
+    /// Load `size` bytes (None: to the end) from `offset` (negative: from the end).
+    pub async fn load(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Bytes> {
+        self.counted("load", async {
+            let nested = self.find(name, deleted).await?;
+            let data = self
+                .backend_call(Some("load"), |v: &Bytes| v.len() as u64, self.inner.backend.load(&nested, offset, size))
+                .await?;
+            self.stats_add("load_volume", data.len() as u64);
+            Ok(data)
+        })
+        .await
+    }
+
+    /// Store `value` as `name`, replacing an existing item at whatever level it is.
+    pub async fn store(&self, name: &str, value: Bytes) -> Result<()> {
+        self.counted("store", async {
+            let nested = self.find(name, false).await?;
+            let len = value.len() as u64;
+            self.backend_call(Some("store"), |_| len, self.inner.backend.store(&nested, value)).await?;
+            self.stats_add("store_volume", len);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Delete `name` for good (see [`MoveAction::Delete`] for soft deletion).
+    pub async fn delete(&self, name: &str, deleted: bool) -> Result<()> {
+        self.counted("delete", async {
+            let nested = self.find(name, deleted).await?;
+            self.backend_call(Some("delete"), |_| 0, self.inner.backend.delete(&nested)).await
+        })
+        .await
+    }
+
+    /// Soft delete, undelete, change level or rename.
+    pub async fn move_(&self, name: &str, action: MoveAction) -> Result<()> {
+        self.counted("move", async {
+            let (from, to) = match &action {
+                MoveAction::Delete => {
+                    let from = self.find(name, false).await?;
+                    let to = format!("{from}{DEL_SUFFIX}");
+                    (from, to)
+                }
+                MoveAction::Undelete => {
+                    let from = self.find(name, true).await?;
+                    let to = from.strip_suffix(DEL_SUFFIX).unwrap_or(&from).to_string();
+                    (from, to)
+                }
+                MoveAction::ChangeLevel { deleted } => {
+                    let from = self.find(name, *deleted).await?;
+                    let last = *self.inner.namespaces.levels_for(name)?.last().unwrap_or(&0);
+                    (from, nest(name, last, deleted.then_some(DEL_SUFFIX))?)
+                }
+                MoveAction::Rename { new_name, deleted } => {
+                    (self.find(name, *deleted).await?, self.find(new_name, *deleted).await?)
+                }
+            };
+            if from == to {
+                return Ok(());
+            }
+            self.backend_call(None, |_| 0, self.inner.backend.move_(&from, &to)).await
+        })
+        .await
+    }
+
+    /// All items below namespace `name` (recursively through nesting directories),
+    /// sorted; only live items, or with `deleted` only soft-deleted ones.
+    pub fn list(&self, name: &str, deleted: bool) -> Result<Lister> {
+        crate::names::validate_name(name)?;
+        self.stats_add("list_calls", 1);
+        Ok(Lister::new(self.clone(), name, deleted))
+    }
+
+    /// Hex digest of the content of `name`.
+    pub async fn hash(&self, name: &str, algorithm: HashAlgorithm, deleted: bool) -> Result<String> {
+        self.counted("hash", async {
+            let nested = self.find(name, deleted).await?;
+            self.backend_call(None, |_| 0, self.inner.backend.hash(&nested, algorithm)).await
+        })
+        .await
+    }
+
+    /// The bytes of many ranges of items in `namespace`, concatenated in order.
+    pub async fn gather(&self, sources: &[Source], namespace: Option<&str>, deleted: bool) -> Result<Bytes> {
+        self.counted("gather", async {
+            let mapped = self.find_sources(sources, namespace, deleted).await?;
+            if mapped.is_empty() {
+                return Ok(Bytes::new());
+            }
+            let expected: u64 = mapped.iter().map(|s| s.size).sum();
+            let data = self
+                .backend_call(Some("gather"), |v: &Bytes| v.len() as u64, self.inner.backend.gather(&mapped))
+                .await?;
+            if data.len() as u64 != expected {
+                return Err(Error::new(
+                    borgstore_ipc::ErrorKind::ReadRangeError,
+                    format!("gather returned {} bytes, expected {expected}", data.len()),
+                ));
+            }
+            self.stats_add("gather_volume", data.len() as u64);
+            Ok(data)
+        })
+        .await
+    }
+
+    /// Make a new item in `namespace` from ranges of items there; returns its name
+    /// (without the namespace). The sources are left in place.
+    pub async fn defrag(
+        &self,
+        sources: &[Source],
+        target: DefragName,
+        namespace: Option<&str>,
+        deleted: bool,
+    ) -> Result<String> {
+        let prefix = ns_prefix(namespace);
+        let mapped = self.find_sources(sources, namespace, deleted).await?;
+        let backend_target = match target {
+            DefragName::Given(t) => {
+                if t.contains('/') {
+                    return Err(Error::invalid(format!(
+                        "target {} must not contain '/' (the namespace is given separately)",
+                        shown(&t)
+                    )));
+                }
+                DefragTarget::Name(self.find(&format!("{prefix}{t}"), deleted).await?)
+            }
+            DefragName::Hash(algorithm) => {
+                let levels = if prefix.is_empty() {
+                    0
+                } else {
+                    *self.inner.namespaces.levels_for(&prefix)?.last().unwrap_or(&0)
+                };
+                DefragTarget::Hashed { algorithm, namespace: prefix.trim_end_matches('/').to_string(), levels }
+            }
+        };
+        let made = self.backend_call(None, |_| 0, self.inner.backend.defrag(&mapped, &backend_target)).await?;
+        let name = unnest(&made, &prefix, None)?;
+        Ok(name.strip_prefix(prefix.as_str()).unwrap_or(&name).to_string())
+    }
+
+    pub async fn quota(&self) -> Result<Quota> {
+        self.inner.backend.quota().await
+    }
+
+    /// Statistics with the Python key names.
+    pub fn stats(&self) -> Stats {
+        self.stats_lock().snapshot(false)
+    }
+}
+
+fn ns_prefix(namespace: Option<&str>) -> String {
+    match namespace.map(|n| n.trim_end_matches('/')) {
+        Some(n) if !n.is_empty() => format!("{n}/"),
+        _ => String::new(),
+    }
+}
