@@ -1,0 +1,208 @@
+//! posixfs specifics that the generic conformance suite cannot see: the on-disk layout,
+//! temp files, permissions, quota, timestamps.
+
+use borgstore_daemon::backends::posixfs::{quota, Permissions, PosixFsOptions};
+use borgstore_daemon::hashing::HashAlgorithm;
+use borgstore_daemon::Backend;
+use borgstore_ipc::{ErrorKind, Source};
+use borgstore_tests::conformance::opened;
+use borgstore_tests::fixtures::{posixfs, posixfs_with, Fixture};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fs;
+
+fn kind<T: std::fmt::Debug>(r: borgstore_ipc::Result<T>) -> ErrorKind {
+    r.expect_err("expected an error").kind
+}
+
+fn perms(pairs: &[(&str, &str)]) -> Permissions {
+    Permissions::new(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<BTreeMap<_, _>>()).unwrap()
+}
+
+#[tokio::test]
+async fn layout_and_temp_files() {
+    let f = posixfs().await;
+    let be = opened(&f).await;
+    let root = f.root.clone().unwrap();
+    be.store("data/00/11/0011aa", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(fs::read(root.join("data/00/11/0011aa")).unwrap(), b"v");
+    // Leftovers of an aborted upload, hidden files and foreign names are not listed.
+    fs::write(root.join("data/00/11/tmpabc.tmp"), b"partial").unwrap();
+    fs::write(root.join("data/00/11/UPPER"), b"foreign").unwrap();
+    fs::write(root.join("data/00/11/x.hid"), b"hidden").unwrap();
+    let names: Vec<String> = be.list("data/00/11").await.unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["0011aa"]);
+    // No temp files remain after stores.
+    for i in 0..20 {
+        be.store(&format!("data/00/11/0011{i:02}"), Bytes::from(vec![1u8; 1000])).await.unwrap();
+    }
+    let tmps = fs::read_dir(root.join("data/00/11"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(tmps, 1, "only the planted temp file");
+    be.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn create_refuses_non_empty_and_accepts_empty_dir() {
+    let f = posixfs().await;
+    let root = f.root.clone().unwrap();
+    fs::create_dir_all(&root).unwrap();
+    f.backend.create().await.expect("an existing empty directory is fine");
+    fs::write(root.join("foreign"), b"x").unwrap();
+    let e = f.backend.create().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BackendAlreadyExists);
+    assert!(!e.message.contains(root.to_str().unwrap()), "no absolute path in {e}");
+    f.backend.destroy().await.unwrap();
+    assert!(!root.exists());
+}
+
+#[tokio::test]
+async fn timestamps_in_info_and_list() {
+    let f = posixfs().await;
+    let be = opened(&f).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    be.store("t/x", Bytes::from_static(b"1")).await.unwrap();
+    let i = be.info("t/x").await.unwrap();
+    assert!((i.mtime - now).abs() < 60.0 && i.atime > 0.0, "{i:?}");
+    let l = &be.list("t").await.unwrap()[0];
+    assert_eq!((l.mtime, l.size), (i.mtime, 1));
+    be.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_never_leak_the_root_path() {
+    let f = posixfs().await;
+    let be = opened(&f).await;
+    let root = f.root.clone().unwrap();
+    be.store("p/file", Bytes::from_static(b"x")).await.unwrap();
+    let errors = vec![
+        be.load("p/missing", 0, None).await.unwrap_err(),
+        be.store("p/file/below", Bytes::from_static(b"x")).await.unwrap_err(),
+        be.load("p", 0, None).await.unwrap_err(),
+        be.delete("p").await.unwrap_err(),
+        be.list("p/file").await.unwrap_err(),
+    ];
+    for e in errors {
+        assert!(!e.message.contains(root.to_str().unwrap()), "{e}");
+        assert!(!e.message.contains("/tmp"), "{e}");
+    }
+    be.close().await.unwrap();
+}
+
+async fn restricted(pairs: &[(&str, &str)]) -> Fixture {
+    // Create and fill the store without restrictions, then reopen it restricted.
+    let open = posixfs().await;
+    let be = opened(&open).await;
+    be.store("config/c", Bytes::from_static(b"c")).await.unwrap();
+    be.store("data/00/0011", Bytes::from_static(b"d")).await.unwrap();
+    be.store("locks/l", Bytes::from_static(b"l")).await.unwrap();
+    be.close().await.unwrap();
+    let root = open.root.clone().unwrap();
+    let f = posixfs_with(PosixFsOptions { permissions: perms(pairs), ..Default::default() });
+    fs::remove_dir_all(f.root.as_ref().unwrap().parent().unwrap()).ok();
+    fs::create_dir_all(f.root.as_ref().unwrap().parent().unwrap()).unwrap();
+    fs::rename(&root, f.root.as_ref().unwrap()).unwrap();
+    f.backend.open().await.unwrap();
+    f
+}
+
+#[tokio::test]
+async fn permissions_read_only() {
+    let f = restricted(&[("", "lr"), ("locks", "lrwD")]).await;
+    let be = &f.backend;
+    assert_eq!(&be.load("data/00/0011", 0, None).await.unwrap()[..], b"d");
+    assert_eq!(be.list("data").await.unwrap().len(), 1);
+    assert_eq!(kind(be.store("data/00/0022", Bytes::new()).await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.delete("data/00/0011").await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.move_("data/00/0011", "data/00/0011.del").await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.mkdir("newdir").await), ErrorKind::PermissionDenied);
+    be.store("locks/new", Bytes::from_static(b"n")).await.unwrap();
+    be.delete("locks/new").await.unwrap();
+    assert!(be.info("data/00/0011").await.unwrap().exists, "nothing changed");
+    be.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn permissions_no_delete_no_overwrite() {
+    let f = restricted(&[("", "lrw"), ("locks", "lrwWD")]).await;
+    let be = &f.backend;
+    be.store("data/00/0022", Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(kind(be.store("data/00/0011", Bytes::from_static(b"over")).await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.delete("data/00/0011").await), ErrorKind::PermissionDenied);
+    assert_eq!(&be.load("data/00/0011", 0, None).await.unwrap()[..], b"d", "old value kept");
+    be.store("locks/l", Bytes::from_static(b"over")).await.unwrap();
+    be.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn permissions_write_only() {
+    let f = restricted(&[("", "lw"), ("config", "lrW"), ("data", "lwD"), ("locks", "lrwWD")]).await;
+    let be = &f.backend;
+    assert_eq!(kind(be.load("data/00/0011", 0, None).await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.hash("data/00/0011", HashAlgorithm::Sha256).await), ErrorKind::PermissionDenied);
+    assert_eq!(kind(be.gather(&[Source::new("data/00/0011", 0, 1)]).await), ErrorKind::PermissionDenied);
+    assert!(be.info("data/00/0011").await.unwrap().exists, "l allows info");
+    be.store("data/00/0033", Bytes::from_static(b"x")).await.unwrap();
+    be.delete("data/00/0033").await.unwrap();
+    assert_eq!(&be.load("config/c", 0, None).await.unwrap()[..], b"c");
+    be.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn quota_limits_stores_and_persists() {
+    let f = posixfs_with(PosixFsOptions { quota: Some(1000), ..Default::default() });
+    let be = opened(&f).await;
+    let root = f.root.clone().unwrap();
+    be.store("q/a", Bytes::from(vec![0u8; 600])).await.unwrap();
+    let e = be.store("q/b", Bytes::from(vec![0u8; 500])).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::QuotaExceeded);
+    assert!(!be.info("q/b").await.unwrap().exists, "nothing written");
+    // Overwriting counts the difference only.
+    be.store("q/a", Bytes::from(vec![0u8; 900])).await.unwrap();
+    assert_eq!(be.quota().await.unwrap().usage, 900);
+    be.delete("q/a").await.unwrap();
+    be.store("q/b", Bytes::from(vec![0u8; 400])).await.unwrap();
+    assert_eq!(be.quota().await.unwrap().limit, 1000);
+    assert_eq!(be.quota().await.unwrap().usage, 400);
+    be.close().await.unwrap();
+    assert_eq!(quota::read(&root), Some(400), "usage persisted on close");
+    // An invalid usage file is replaced by a rescan.
+    fs::write(root.join(quota::QUOTA_FILE), b"garbage").unwrap();
+    be.open().await.unwrap();
+    assert_eq!(be.quota().await.unwrap().usage, 400);
+    be.close().await.unwrap();
+    // A store opened without quota drops the stale file.
+    let plain = borgstore_daemon::backends::posixfs::PosixFs::new(root.clone(), Default::default()).unwrap();
+    plain.open().await.unwrap();
+    assert!(!root.join(quota::QUOTA_FILE).exists());
+    plain.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn quota_shared_by_two_backends() {
+    let f = posixfs_with(PosixFsOptions { quota: Some(10_000_000_000), ..Default::default() });
+    let a = opened(&f).await;
+    let root = f.root.clone().unwrap();
+    let b = borgstore_daemon::backends::posixfs::PosixFs::new(
+        root.clone(),
+        PosixFsOptions { quota: Some(10_000_000_000), ..Default::default() },
+    )
+    .unwrap();
+    b.open().await.unwrap();
+    a.store("x/a", Bytes::from(vec![0u8; 1234])).await.unwrap();
+    b.store("x/b", Bytes::from(vec![0u8; 4321])).await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    assert_eq!(quota::read(&root), Some(1234 + 4321), "both sessions' deltas applied under the lock");
+}
+
+#[tokio::test]
+async fn fsync_option_stores_normally() {
+    let f = posixfs_with(PosixFsOptions { fsync: true, ..Default::default() });
+    let be = opened(&f).await;
+    be.store("s/x", Bytes::from_static(b"synced")).await.unwrap();
+    assert_eq!(&be.load("s/x", 0, None).await.unwrap()[..], b"synced");
+    be.close().await.unwrap();
+}
