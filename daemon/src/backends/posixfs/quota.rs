@@ -93,7 +93,6 @@ pub fn persist_delta(root: &Path, delta: i64) -> io::Result<i64> {
         tmp.write_all(value.to_string().as_bytes())?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path).map_err(|e| e.error)?;
-        let _ = (&mut *locked).flush();
         drop(locked);
         return Ok(value);
     }
