@@ -13,6 +13,7 @@
 //! end, config, systemd integration) build on these and arrive with their issues.
 
 pub mod backends;
+pub mod config;
 pub mod hashing;
 pub mod names;
 pub mod store;

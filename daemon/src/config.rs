@@ -1,0 +1,412 @@
+//! Daemon configuration: a TOML file (`--config`) plus command-line flags.
+//!
+//! The file shape is DESIGN.md section 4. Flags override (`--socket`, `--socket-mode`,
+//! `--max-frame`) or add to it (`--store NAME=URL` and the per-store flags). With no file
+//! and no `--store`, one store named `default` lives under the user's data directory and
+//! is created on first start, so `borgstored` works with no configuration at all.
+//!
+//! Every problem is reported as an InvalidArgument error that names the setting.
+
+use crate::backends::posixfs::Permissions;
+use crate::store::config::{NamespaceConfig, Namespaces};
+use borgstore_ipc::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Default frame limit: 256 MiB.
+pub const DEFAULT_MAX_FRAME: u32 = 256 * 1024 * 1024;
+
+/// The whole daemon configuration after files and flags are merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub max_frame: u32,
+    pub stores: BTreeMap<String, StoreSettings>,
+}
+
+/// One store the daemon serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub url: String,
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    pub quota: Option<u64>,
+    pub permissions: Option<BTreeMap<String, String>>,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    /// Create the store on start when it does not exist yet.
+    pub create: bool,
+    pub rest_username: Option<String>,
+    pub rest_password: Option<String>,
+}
+
+impl StoreSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreSettings {
+            url: url.into(),
+            namespaces: BTreeMap::new(),
+            quota: None,
+            permissions: None,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            create: false,
+            rest_username: None,
+            rest_password: None,
+        }
+    }
+
+    /// The namespace map, `"" -> [0]` when none is configured.
+    pub fn namespaces(&self) -> Result<Namespaces> {
+        if self.namespaces.is_empty() {
+            return Ok(Namespaces::flat());
+        }
+        Namespaces::new(&self.namespaces)
+    }
+
+    pub fn permissions(&self) -> Result<Permissions> {
+        match &self.permissions {
+            None => Ok(Permissions::all()),
+            Some(map) => Permissions::new(map.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    rest: Option<String>,
+    rest_socket: Option<PathBuf>,
+    max_frame: Option<u32>,
+    #[serde(default)]
+    stores: BTreeMap<String, FileStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    url: String,
+    cache_url: Option<String>,
+    quota: Option<u64>,
+    permissions: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    allow_uids: Vec<u32>,
+    #[serde(default)]
+    allow_gids: Vec<u32>,
+    #[serde(default)]
+    create: bool,
+    rest_username: Option<String>,
+    rest_password: Option<String>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, FileNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    levels: Vec<u32>,
+    cache: Option<String>,
+    max_age: Option<f64>,
+    size: Option<u64>,
+}
+
+/// Flags that refine the configuration (what `borgstored` parses from its command line).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub socket_mode: Option<String>,
+    pub max_frame: Option<u32>,
+    /// `NAME=URL`
+    pub stores: Vec<String>,
+    /// `NAME:NAMESPACE=L[,L...]`
+    pub levels: Vec<String>,
+    /// `NAME=BYTES`
+    pub quotas: Vec<String>,
+    /// `NAME=JSON` or `NAME=LETTERS` (root only)
+    pub permissions: Vec<String>,
+    /// `NAME=UID`
+    pub allow_uids: Vec<String>,
+    /// `NAME=GID`
+    pub allow_gids: Vec<String>,
+}
+
+/// Parse an octal mode like `0660`.
+pub fn parse_mode(s: &str) -> Result<u32> {
+    let digits = s.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| Error::invalid(format!("socket_mode {s:?} is not an octal mode like 0660")))
+}
+
+fn split_pair<'a>(flag: &str, value: &'a str) -> Result<(&'a str, &'a str)> {
+    value
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Error::invalid(format!("{flag} expects NAME=VALUE, got {value:?}")))
+}
+
+fn check_store_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "store name {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_' (it appears in URLs)"
+        )))
+    }
+}
+
+/// The uid of this process.
+pub fn current_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Where the IPC socket goes by default: `$XDG_RUNTIME_DIR/borgstore/borgstored.sock`,
+/// `/run/borgstore/borgstored.sock` for root, else a per-user directory under /tmp.
+pub fn default_socket() -> PathBuf {
+    if current_uid() == 0 {
+        return PathBuf::from("/run/borgstore/borgstored.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => Path::new(&dir).join("borgstore/borgstored.sock"),
+        None => PathBuf::from(format!("/tmp/borgstore-{}/borgstored.sock", current_uid())),
+    }
+}
+
+/// Where the implicit `default` store lives: `$XDG_DATA_HOME/borgstore/default`,
+/// `~/.local/share/borgstore/default`, or `/var/lib/borgstore/default` for root.
+pub fn default_store_path() -> PathBuf {
+    if current_uid() == 0 {
+        return PathBuf::from("/var/lib/borgstore/default");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    data.join("borgstore/default")
+}
+
+/// Percent-encode a local path into a `file://` URL.
+pub fn file_url(path: &Path) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("file://{}", percent_encoding::utf8_percent_encode(&path.to_string_lossy(), KEEP))
+}
+
+impl DaemonConfig {
+    /// Parse a TOML config text (no flags applied).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Self::build(Some(text), &Overrides::default())
+    }
+
+    /// Merge an optional config file text with flags.
+    pub fn build(toml_text: Option<&str>, flags: &Overrides) -> Result<Self> {
+        let file: FileConfig = match toml_text {
+            Some(t) => toml::from_str(t).map_err(|e| Error::invalid(format!("config file: {}", e.message())))?,
+            None => FileConfig::default(),
+        };
+        if file.rest.is_some() || file.rest_socket.is_some() {
+            return Err(Error::invalid(
+                "config file: the REST listener (rest, rest_socket) is not available in this version yet",
+            ));
+        }
+        let mut stores = BTreeMap::new();
+        for (name, s) in file.stores {
+            check_store_name(&name)?;
+            if s.cache_url.is_some() {
+                return Err(Error::invalid(format!("store {name}: caching (cache_url) is not available in this version yet")));
+            }
+            let mut namespaces = BTreeMap::new();
+            for (ns, n) in s.namespaces {
+                if n.cache.as_deref().is_some_and(|c| c != "off") || n.max_age.is_some() || n.size.is_some() {
+                    return Err(Error::invalid(format!(
+                        "store {name}, namespace {ns:?}: cache settings are not available in this version yet"
+                    )));
+                }
+                namespaces.insert(ns, NamespaceConfig { levels: n.levels });
+            }
+            stores.insert(
+                name,
+                StoreSettings {
+                    url: s.url,
+                    namespaces,
+                    quota: s.quota,
+                    permissions: s.permissions,
+                    allow_uids: s.allow_uids,
+                    allow_gids: s.allow_gids,
+                    create: s.create,
+                    rest_username: s.rest_username,
+                    rest_password: s.rest_password,
+                },
+            );
+        }
+        for spec in &flags.stores {
+            let (name, url) = split_pair("--store", spec)?;
+            check_store_name(name)?;
+            stores.insert(name.to_string(), StoreSettings::new(url));
+        }
+        let store_mut = |stores: &mut BTreeMap<String, StoreSettings>, flag: &str, name: &str| {
+            if stores.contains_key(name) {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!("{flag}: no store named {name:?} is configured")))
+            }
+        };
+        for spec in &flags.levels {
+            let (target, levels) = split_pair("--levels", spec)?;
+            let (name, ns) = target.split_once(':').unwrap_or((target, ""));
+            store_mut(&mut stores, "--levels", name)?;
+            let levels: Vec<u32> = levels
+                .split(',')
+                .map(|l| l.trim().parse::<u32>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| Error::invalid(format!("--levels {spec:?}: levels must be numbers like 2 or 0,2")))?;
+            if let Some(s) = stores.get_mut(name) {
+                s.namespaces.insert(ns.to_string(), NamespaceConfig { levels });
+            }
+        }
+        for spec in &flags.quotas {
+            let (name, bytes) = split_pair("--quota", spec)?;
+            store_mut(&mut stores, "--quota", name)?;
+            let q = bytes.parse::<u64>().map_err(|_| Error::invalid(format!("--quota {spec:?}: not a byte count")))?;
+            if let Some(s) = stores.get_mut(name) {
+                s.quota = Some(q);
+            }
+        }
+        for spec in &flags.permissions {
+            let (name, value) = split_pair("--permissions", spec)?;
+            store_mut(&mut stores, "--permissions", name)?;
+            let map: BTreeMap<String, String> = if value.trim_start().starts_with('{') {
+                serde_json::from_str(value)
+                    .map_err(|e| Error::invalid(format!("--permissions {name}: invalid JSON object: {e}")))?
+            } else {
+                [(String::new(), value.to_string())].into()
+            };
+            Permissions::new(map.clone())?;
+            if let Some(s) = stores.get_mut(name) {
+                s.permissions = Some(map);
+            }
+        }
+        for (flag, specs, gids) in [("--allow-uid", &flags.allow_uids, false), ("--allow-gid", &flags.allow_gids, true)] {
+            for spec in specs {
+                let (name, id) = split_pair(flag, spec)?;
+                store_mut(&mut stores, flag, name)?;
+                let id = id.parse::<u32>().map_err(|_| Error::invalid(format!("{flag} {spec:?}: not a number")))?;
+                if let Some(s) = stores.get_mut(name) {
+                    if gids {
+                        s.allow_gids.push(id)
+                    } else {
+                        s.allow_uids.push(id)
+                    }
+                }
+            }
+        }
+        if stores.is_empty() {
+            let mut s = StoreSettings::new(file_url(&default_store_path()));
+            s.create = true;
+            stores.insert("default".to_string(), s);
+        }
+        for (name, s) in &stores {
+            s.namespaces().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
+            s.permissions().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
+        }
+        let socket_mode = match flags.socket_mode.as_deref().or(file.socket_mode.as_deref()) {
+            Some(m) => parse_mode(m)?,
+            None => 0o660,
+        };
+        let max_frame = flags.max_frame.or(file.max_frame).unwrap_or(DEFAULT_MAX_FRAME);
+        if max_frame < 4096 {
+            return Err(Error::invalid("max_frame must be at least 4096 bytes"));
+        }
+        Ok(DaemonConfig {
+            socket: flags.socket.clone().or(file.socket).unwrap_or_else(default_socket),
+            socket_mode,
+            max_frame,
+            stores,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_without_cache_parses() {
+        let cfg = DaemonConfig::from_toml(
+            r#"
+socket = "/run/borgstore/borgstored.sock"
+socket_mode = "0660"
+max_frame = 268435456
+
+[stores.main]
+url = "file:///srv/borgstore/main"
+quota = 1073741824
+permissions = { "" = "lrwWD" }
+allow_uids = [1000]
+rest_username = "user"
+rest_password = "secret"
+
+[stores.main.namespaces."data/"]
+levels = [2]
+"#,
+        )
+        .unwrap();
+        let main = &cfg.stores["main"];
+        assert_eq!(main.quota, Some(1073741824));
+        assert_eq!(main.allow_uids, [1000]);
+        assert_eq!(main.namespaces["data/"].levels, [2]);
+        assert_eq!(cfg.socket_mode, 0o660);
+    }
+
+    #[test]
+    fn bad_configs_get_clear_errors() {
+        for (text, needle) in [
+            ("sockett = 1", "unknown field"),
+            ("[stores.Main]\nurl = \"file:///x\"", "store name"),
+            ("socket_mode = \"999\"", "octal"),
+            ("[stores.a]\nurl = \"file:///x\"\n[stores.a.namespaces.\"data/\"]\nlevels = []", "levels"),
+            ("[stores.a]\nurl = \"file:///x\"\ncache_url = \"file:///c\"", "not available"),
+            ("[stores.a]\nurl = \"file:///x\"\npermissions = { \"\" = \"rx\" }", "letters"),
+            ("max_frame = 10", "max_frame"),
+            ("this is not toml", "config file"),
+        ] {
+            let e = DaemonConfig::from_toml(text).unwrap_err();
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_add_and_refine() {
+        let flags = Overrides {
+            stores: vec!["a=file:///tmp/a".into()],
+            levels: vec!["a:data/=0,2".into()],
+            quotas: vec!["a=1000".into()],
+            permissions: vec![r#"a={"": "lr"}"#.into()],
+            allow_uids: vec!["a=1234".into()],
+            ..Default::default()
+        };
+        let cfg = DaemonConfig::build(None, &flags).unwrap();
+        let a = &cfg.stores["a"];
+        assert_eq!(a.namespaces["data/"].levels, [0, 2]);
+        assert_eq!((a.quota, a.allow_uids.as_slice()), (Some(1000), &[1234][..]));
+        assert!(!cfg.stores.contains_key("default"));
+        let bad = Overrides { quotas: vec!["nope=1".into()], ..Default::default() };
+        assert!(DaemonConfig::build(None, &bad).unwrap_err().message.contains("no store named"));
+    }
+
+    #[test]
+    fn default_store_when_nothing_configured() {
+        let cfg = DaemonConfig::build(None, &Overrides::default()).unwrap();
+        let d = &cfg.stores["default"];
+        assert!(d.url.starts_with("file:///") && d.create);
+        assert_eq!(d.namespaces().unwrap(), Namespaces::flat());
+    }
+}
