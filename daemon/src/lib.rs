@@ -12,11 +12,13 @@
 //! The daemon parts of DESIGN.md section 2 (store actors, the IPC server, the REST front
 //! end, config, systemd integration) build on these and arrive with their issues.
 
+pub mod actor;
 pub mod backends;
 pub mod config;
 pub mod hashing;
 pub mod names;
 pub mod store;
+pub mod systemd;
 
 pub use backends::Backend;
 pub use store::Store;
