@@ -16,6 +16,7 @@ pub mod actor;
 pub mod backends;
 pub mod config;
 pub mod hashing;
+pub mod ipc_server;
 pub mod names;
 pub mod store;
 pub mod systemd;

@@ -6,10 +6,14 @@
 //! - [`error`]: the error kinds of the store API (DESIGN.md section 3), used unchanged
 //!   by the engine, the backends, the IPC wire and the client.
 //! - [`types`]: item metadata, quota and byte-range sources.
-//! - `protocol` and `codec` (IPC protocol v1, DESIGN.md section 5) live beside it once
-//!   the daemon speaks them.
+//! - [`protocol`]: IPC protocol v1 messages (DESIGN.md section 5): handshake, requests
+//!   with ids for pipelining, replies, streamed listing.
+//! - [`codec`]: frames (u32 little-endian length + bincode body) with a size limit,
+//!   decoded without panics whatever the input.
 
+pub mod codec;
 pub mod error;
+pub mod protocol;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

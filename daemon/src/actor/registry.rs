@@ -1,0 +1,146 @@
+//! The registry: store names -> running store actors, and who may use them.
+//!
+//! Built once from the [`DaemonConfig`]; each store gets its own arbiter (thread) and
+//! actor. Stores marked `create` (the implicit default store) are created on start
+//! when missing; other stores that do not exist yet are served anyway and answer
+//! BackendDoesNotExist until a client creates them.
+
+use super::store_actor::{Exec, Outcome, Shutdown, StoreActor};
+use crate::backends::posixfs::PosixFsOptions;
+use crate::backends::url::{backend_from_url, BackendOptions};
+use crate::config::{current_uid, DaemonConfig, StoreSettings};
+use crate::store::Store;
+use actix::prelude::*;
+use borgstore_ipc::protocol::Op;
+use borgstore_ipc::{Error, ErrorKind, Result};
+use std::collections::BTreeMap;
+use tokio::sync::oneshot;
+
+/// Who is asking: the peer credentials of an IPC connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, where known.
+    pub groups: Vec<u32>,
+    pub pid: Option<i32>,
+}
+
+/// One served store.
+pub struct StoreEntry {
+    pub name: String,
+    pub settings: StoreSettings,
+    addr: Addr<StoreActor>,
+    _arbiter: ArbiterHandle,
+}
+
+impl StoreEntry {
+    /// May `peer` use this store? The daemon's own uid always may; others need a grant.
+    pub fn allows(&self, peer: &Peer) -> bool {
+        peer.uid == current_uid()
+            || self.settings.allow_uids.contains(&peer.uid)
+            || std::iter::once(&peer.gid).chain(&peer.groups).any(|g| self.settings.allow_gids.contains(g))
+    }
+
+    /// The URL scheme (what clients may see of the URL; the path stays private).
+    pub fn scheme(&self) -> &str {
+        self.settings.url.split(':').next().unwrap_or("")
+    }
+
+    /// Run an operation through the store's actor.
+    pub async fn exec(&self, op: Op) -> Result<Outcome> {
+        self.send_exec(op).await
+    }
+
+    /// Enqueue an operation (ordered after everything enqueued before) and return the
+    /// receiver for its outcome. Awaiting this future only waits until the actor has
+    /// taken the operation, so a connection can pipeline in order.
+    pub async fn enqueue(&self, op: Op) -> Result<oneshot::Receiver<Result<Outcome>>> {
+        let (tx, rx) = oneshot::channel();
+        self.addr
+            .send(Exec { op, reply: tx })
+            .await
+            .map_err(|_| Error::backend(format!("store {} is shutting down", self.name)))?;
+        Ok(rx)
+    }
+
+    async fn send_exec(&self, op: Op) -> Result<Outcome> {
+        let rx = self.enqueue(op).await?;
+        rx.await.map_err(|_| Error::backend(format!("store {} stopped while running the operation", self.name)))?
+    }
+}
+
+/// All served stores.
+pub struct Registry {
+    stores: BTreeMap<String, StoreEntry>,
+}
+
+impl Registry {
+    /// Build backends and engines for every configured store and start their actors.
+    /// Must run inside an actix system.
+    pub async fn start(config: &DaemonConfig) -> Result<Registry> {
+        let mut stores = BTreeMap::new();
+        for (name, settings) in &config.stores {
+            let entry = Self::start_store(name, settings)
+                .await
+                .map_err(|e| Error::new(e.kind, format!("store {name}: {}", e.message)))?;
+            stores.insert(name.clone(), entry);
+        }
+        Ok(Registry { stores })
+    }
+
+    async fn start_store(name: &str, settings: &StoreSettings) -> Result<StoreEntry> {
+        let options = BackendOptions {
+            posixfs: PosixFsOptions { permissions: settings.permissions()?, quota: settings.quota, fsync: false },
+        };
+        let backend = backend_from_url(&settings.url, options)?;
+        let store = Store::new(backend, settings.namespaces()?)?;
+        let opened = match store.open().await {
+            Ok(()) => true,
+            Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {
+                store.create().await?;
+                store.open().await?;
+                tracing::info!(store = name, "created store");
+                true
+            }
+            Err(e) if e.kind == ErrorKind::BackendDoesNotExist => {
+                tracing::warn!(store = name, "store does not exist yet; clients may create it");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let arbiter = Arbiter::new().handle();
+        let actor_name = name.to_string();
+        let addr = StoreActor::start_in_arbiter(&arbiter, move |_| StoreActor::new(actor_name, store, opened));
+        Ok(StoreEntry { name: name.to_string(), settings: settings.clone(), addr, _arbiter: arbiter })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&StoreEntry> {
+        self.stores.get(name)
+    }
+
+    /// Store names in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.stores.keys().map(String::as_str)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &StoreEntry> {
+        self.stores.values()
+    }
+
+    /// Let every store finish what it has, close it (persisting quota), stop its arbiter.
+    pub async fn shutdown(&self) -> Vec<(String, Result<()>)> {
+        let mut results = Vec::new();
+        for entry in self.stores.values() {
+            let (tx, rx) = oneshot::channel();
+            let sent = entry.addr.send(Shutdown { done: tx }).await;
+            let result = match sent {
+                Ok(()) => rx.await.unwrap_or_else(|_| Err(Error::backend("store actor stopped early"))),
+                Err(_) => Err(Error::backend("store actor is gone")),
+            };
+            entry._arbiter.stop();
+            results.push((entry.name.clone(), result));
+        }
+        results
+    }
+}

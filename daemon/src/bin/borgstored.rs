@@ -1,0 +1,175 @@
+//! `borgstored`: serves key/value stores to local processes over a Unix socket.
+//!
+//! See `borgstored --help`, README.md and DESIGN.md section 4.
+
+use borgstore_daemon::actor::Registry;
+use borgstore_daemon::config::{DaemonConfig, Overrides};
+use borgstore_daemon::ipc_server::{self, ServerOptions};
+use borgstore_daemon::systemd::{self, Notice};
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Serve borgstore key/value stores to local processes.
+///
+/// With no options, one store named `default` is served from a file:// directory under
+/// your data directory (created on first start), on a socket under $XDG_RUNTIME_DIR.
+/// Clients (the `borgstore` CLI, the Rust client library) find the same socket by default.
+#[derive(Parser, Debug)]
+#[command(name = "borgstored", version, about, long_about)]
+struct Args {
+    /// TOML config file (shape: DESIGN.md section 4); flags override or add to it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// IPC socket path [default: $XDG_RUNTIME_DIR/borgstore/borgstored.sock, /run/borgstore/borgstored.sock for root].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Permissions of the socket file, octal [default: 0660].
+    #[arg(long, value_name = "MODE")]
+    socket_mode: Option<String>,
+    /// Largest IPC frame accepted, in bytes [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    max_frame: Option<u32>,
+    /// Serve a store: NAME=URL, e.g. main=file:///srv/borgstore/main (repeatable).
+    #[arg(long = "store", value_name = "NAME=URL")]
+    stores: Vec<String>,
+    /// Nesting levels of a namespace: NAME:NAMESPACE=LEVELS, e.g. main:data/=2 or main:data/=0,2 (repeatable).
+    #[arg(long = "levels", value_name = "NAME:NS=L[,L]")]
+    levels: Vec<String>,
+    /// Quota of a file: store in bytes: NAME=BYTES (repeatable).
+    #[arg(long = "quota", value_name = "NAME=BYTES")]
+    quotas: Vec<String>,
+    /// Permissions of a file: store: NAME=LETTERS for the root, or NAME={"path": "letters", ...}.
+    #[arg(long = "permissions", value_name = "NAME=PERMS")]
+    permissions: Vec<String>,
+    /// Let another uid use a store: NAME=UID (repeatable; the daemon's own uid always may).
+    #[arg(long = "allow-uid", value_name = "NAME=UID")]
+    allow_uids: Vec<String>,
+    /// Let a group use a store: NAME=GID (repeatable).
+    #[arg(long = "allow-gid", value_name = "NAME=GID")]
+    allow_gids: Vec<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    // Taken before any thread starts (the call edits the environment).
+    let inherited = match systemd::listen_fds() {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("borgstored: bad socket activation environment: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("borgstored: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let system = actix_rt::System::with_tokio_rt(move || runtime().expect("tokio runtime"));
+    let code = system.block_on(run(config, inherited));
+    std::process::exit(code);
+}
+
+fn load_config(args: &Args) -> Result<DaemonConfig, String> {
+    let text = match &args.config {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
+        None => None,
+    };
+    let flags = Overrides {
+        socket: args.socket.clone(),
+        socket_mode: args.socket_mode.clone(),
+        max_frame: args.max_frame,
+        stores: args.stores.clone(),
+        levels: args.levels.clone(),
+        quotas: args.quotas.clone(),
+        permissions: args.permissions.clone(),
+        allow_uids: args.allow_uids.clone(),
+        allow_gids: args.allow_gids.clone(),
+    };
+    DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
+}
+
+async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>) -> i32 {
+    let (listener, socket_desc) = match inherited.into_iter().next() {
+        Some((name, fd)) => match ipc_server::adopt(fd) {
+            Ok(l) => (l, format!("socket from systemd ({})", if name.is_empty() { "unnamed" } else { &name })),
+            Err(e) => {
+                tracing::error!("cannot use the socket passed by systemd: {e}");
+                return 1;
+            }
+        },
+        None => match ipc_server::bind(&config.socket, config.socket_mode) {
+            Ok(l) => (l, config.socket.display().to_string()),
+            Err(e) => {
+                tracing::error!("cannot listen on {}: {e}", config.socket.display());
+                return 1;
+            }
+        },
+    };
+    let registry = match Registry::start(&config).await {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!("{}", e.message);
+            return 1;
+        }
+    };
+    let names: Vec<&str> = registry.names().collect();
+    tracing::info!("serving {} on {socket_desc}", names.join(", "));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let options = ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };
+    let server = tokio::spawn(ipc_server::serve(listener, registry.clone(), options, stop_rx));
+    systemd::notify(Notice::Ready);
+    systemd::notify(Notice::Status(&format!("serving {} store(s)", names.len())));
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval / 2).await;
+                systemd::notify(Notice::Watchdog);
+            }
+        });
+    }
+
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return 1;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    systemd::notify(Notice::Stopping);
+    systemd::notify(Notice::Status("draining in-flight requests"));
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let mut code = 0;
+    for (name, result) in registry.shutdown().await {
+        if let Err(e) = result {
+            tracing::error!(store = %name, "closing failed: {}", e.message);
+            code = 1;
+        }
+    }
+    if !config.socket.as_os_str().is_empty() && socket_desc == config.socket.display().to_string() {
+        let _ = std::fs::remove_file(&config.socket);
+    }
+    tracing::info!("stopped");
+    code
+}

@@ -1,0 +1,316 @@
+//! The IPC server: IPC protocol v1 (DESIGN.md section 5) over a Unix socket.
+//!
+//! One task per connection:
+//! 1. read the peer's credentials (SO_PEERCRED, plus supplementary groups from /proc),
+//! 2. handshake (magic, version) with a deadline,
+//! 3. read requests in order and hand each to its store's actor (so a connection's
+//!    requests on one item take effect in the order sent), while replies are written by
+//!    a writer task as they complete: clients may pipeline,
+//! 4. stream `list` replies in chunks with an end marker.
+//!
+//! Bad input never panics and never disturbs other connections: an oversize frame is
+//! answered with an error and the connection closed; a malformed body gets an error
+//! reply (id 0) and the connection goes on. On shutdown a connection stops reading,
+//! finishes and answers what it already accepted, then closes.
+
+use crate::actor::{Outcome, Peer, Registry};
+use borgstore_ipc::codec::{decode_body, encode_frame, read_header, FrameError};
+use borgstore_ipc::protocol::{
+    Hello, HandshakeReply, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
+};
+use borgstore_ipc::{Error, ErrorKind};
+use interprocess::os::unix::uds_local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// How long a client may take to say hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies queued per connection before request reading pauses (backpressure).
+const REPLY_QUEUE: usize = 256;
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub max_frame: u32,
+    pub server_name: String,
+}
+
+/// Accept connections until `shutdown` turns true; then wait until every connection
+/// has answered what it accepted.
+pub async fn serve(listener: Listener, registry: Arc<Registry>, options: ServerOptions, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    let registry = registry.clone();
+                    let options = options.clone();
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move { connection(stream, registry, options, shutdown).await });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// The credentials of the process at the other end of `stream`.
+pub fn peer_of(stream: &Stream) -> std::io::Result<Peer> {
+    let cred = nix::sys::socket::getsockopt(stream.inner(), nix::sys::socket::sockopt::PeerCredentials)?;
+    let pid = cred.pid();
+    Ok(Peer { uid: cred.uid(), gid: cred.gid(), groups: supplementary_groups(pid), pid: Some(pid) })
+}
+
+/// Supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return Vec::new() };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+async fn read_frame(recv: &mut &Stream, max_frame: u32) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; 4];
+    match recv.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(_) => return Ok(None),
+    }
+    let len = read_header(&header, max_frame)?;
+    let mut body = vec![0u8; len as usize];
+    recv.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
+    Ok(Some(body))
+}
+
+async fn write_frame(send: &mut &Stream, bytes: &[u8]) -> std::io::Result<()> {
+    send.write_all(bytes).await
+}
+
+async fn connection(stream: Stream, registry: Arc<Registry>, options: ServerOptions, mut shutdown: watch::Receiver<bool>) {
+    let peer = match peer_of(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot read peer credentials, dropping connection: {e}");
+            return;
+        }
+    };
+    // Reads and writes go through shared references, from two tasks.
+    let stream = Arc::new(stream);
+    let mut r = &*stream;
+    let mut w = &*stream;
+
+    // Handshake.
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut r, options.max_frame)).await {
+        Ok(Ok(Some(body))) => decode_body::<Hello>(&body).map_err(Error::from),
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => Err(Error::from(e)),
+        Err(_) => Err(Error::invalid("handshake timed out")),
+    };
+    let verdict = match hello {
+        Ok(h) if h.magic != MAGIC => Err(Error::invalid("not a borgstore IPC client (bad magic)")),
+        Ok(h) if h.version != PROTOCOL_VERSION => Err(Error::invalid(format!(
+            "unsupported IPC protocol version {} (this daemon speaks {PROTOCOL_VERSION})",
+            h.version
+        ))),
+        Ok(h) => {
+            tracing::debug!(uid = peer.uid, pid = ?peer.pid, client = %h.client_name, "client connected");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    let reply = match &verdict {
+        Ok(()) => HandshakeReply::Accepted(Welcome {
+            version: PROTOCOL_VERSION,
+            server_name: options.server_name.clone(),
+            max_frame: options.max_frame,
+        }),
+        Err(e) => HandshakeReply::Refused(e.clone()),
+    };
+    if let Ok(bytes) = encode_frame(&reply, options.max_frame) {
+        if write_frame(&mut w, &bytes).await.is_err() || verdict.is_err() {
+            return;
+        }
+    }
+
+    // Replies are written by one task, in completion order.
+    let (tx, mut rx) = mpsc::channel::<Response>(REPLY_QUEUE);
+    let max_frame = options.max_frame;
+    let write_stream = stream.clone();
+    let writer = tokio::spawn(async move {
+        let mut w = &*write_stream;
+        while let Some(resp) = rx.recv().await {
+            let bytes = match encode_frame(&resp, max_frame) {
+                Ok(b) => b,
+                Err(e) => {
+                    let err = Response { id: resp.id, body: Reply::Err(Error::from(e)) };
+                    match encode_frame(&err, max_frame) {
+                        Ok(b) => b,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            if w.write_all(&bytes).await.is_err() {
+                break; // the client went away; pending replies are dropped
+            }
+        }
+        let _ = w.flush().await;
+    });
+
+    let mut tasks = JoinSet::new();
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut r, max_frame) => f,
+            _ = shutdown.changed() => break,
+        };
+        let body = match frame {
+            Ok(Some(body)) => body,
+            Ok(None) => break,
+            Err(e) => {
+                // Framing is lost (oversize or truncated frame): say why, then close.
+                let _ = tx.send(Response { id: 0, body: Reply::Err(Error::from(e)) }).await;
+                break;
+            }
+        };
+        let request = match decode_body::<Request>(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Response { id: 0, body: Reply::Err(Error::from(e)) }).await;
+                continue;
+            }
+        };
+        let id = request.id;
+        match dispatch(&registry, &peer, request).await {
+            Dispatched::Now(body) => {
+                if tx.send(Response { id, body }).await.is_err() {
+                    break;
+                }
+            }
+            Dispatched::Later(rx) => {
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    let outcome = rx.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
+                    answer(id, outcome, &tx).await;
+                });
+            }
+        }
+        // Reap finished tasks so the set does not grow on long connections.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    drop(tx);
+    let _ = writer.await;
+}
+
+enum Dispatched {
+    Now(Reply),
+    Later(tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>),
+}
+
+async fn dispatch(registry: &Registry, peer: &Peer, request: Request) -> Dispatched {
+    match request.op {
+        Op::Ping => return Dispatched::Now(Reply::Pong),
+        Op::Stores => {
+            let stores = registry
+                .entries()
+                .filter(|e| e.allows(peer))
+                .map(|e| StoreSummary { name: e.name.clone(), url_scheme: e.scheme().to_string() })
+                .collect();
+            return Dispatched::Now(Reply::Stores(stores));
+        }
+        _ => {}
+    }
+    let Some(entry) = registry.get(&request.store) else {
+        return Dispatched::Now(Reply::Err(Error::new(
+            ErrorKind::BackendDoesNotExist,
+            format!("no store named {} is served here", crate::names::shown(&request.store)),
+        )));
+    };
+    if !entry.allows(peer) {
+        tracing::warn!(store = %entry.name, uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a client without a grant");
+        return Dispatched::Now(Reply::Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("uid {} is not granted access to store {}", peer.uid, entry.name),
+        )));
+    }
+    match entry.enqueue(request.op).await {
+        Ok(rx) => Dispatched::Later(rx),
+        Err(e) => Dispatched::Now(Reply::Err(e)),
+    }
+}
+
+async fn answer(id: u64, outcome: borgstore_ipc::Result<Outcome>, tx: &mpsc::Sender<Response>) {
+    match outcome {
+        Ok(Outcome::Reply(body)) => {
+            let _ = tx.send(Response { id, body }).await;
+        }
+        Err(e) => {
+            let _ = tx.send(Response { id, body: Reply::Err(e) }).await;
+        }
+        Ok(Outcome::List(mut lister)) => loop {
+            match lister.next_chunk(LIST_CHUNK).await {
+                Ok(chunk) if chunk.is_empty() => {
+                    let _ = tx.send(Response { id, body: Reply::ListEnd }).await;
+                    break;
+                }
+                Ok(chunk) => {
+                    if tx.send(Response { id, body: Reply::ListChunk(chunk) }).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Response { id, body: Reply::Err(e) }).await;
+                    break;
+                }
+            }
+        },
+    }
+}
+
+/// Bind the IPC socket at `path` with `mode`, creating its directory. A stale socket
+/// file (nobody listening) is replaced; a live one is an error, so two daemons never
+/// fight over one socket.
+pub fn bind(path: &std::path::Path, mode: u32) -> std::io::Result<Listener> {
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another daemon is listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    ListenerOptions::new().name(name).mode(mode as libc_mode::ModeT).create_tokio_as::<Listener>()
+}
+
+/// Adopt a listening socket passed by systemd.
+pub fn adopt(fd: std::os::fd::OwnedFd) -> std::io::Result<Listener> {
+    Listener::try_from(fd)
+}
+
+mod libc_mode {
+    /// `mode_t` as interprocess takes it.
+    pub type ModeT = u32;
+}
