@@ -167,16 +167,11 @@ pub fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
-/// Where the IPC socket goes by default: `$XDG_RUNTIME_DIR/borgstore/borgstored.sock`,
-/// `/run/borgstore/borgstored.sock` for root, else a per-user directory under /tmp.
+/// Where the IPC socket goes by default (shared with the clients, see
+/// [`borgstore_ipc::paths`]).
 pub fn default_socket() -> PathBuf {
-    if current_uid() == 0 {
-        return PathBuf::from("/run/borgstore/borgstored.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => Path::new(&dir).join("borgstore/borgstored.sock"),
-        None => PathBuf::from(format!("/tmp/borgstore-{}/borgstored.sock", current_uid())),
-    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    borgstore_ipc::paths::default_socket_for(current_uid(), runtime.as_deref())
 }
 
 /// Where the implicit `default` store lives: `$XDG_DATA_HOME/borgstore/default`,

@@ -8,11 +8,13 @@
 //! - [`types`]: item metadata, quota and byte-range sources.
 //! - [`protocol`]: IPC protocol v1 messages (DESIGN.md section 5): handshake, requests
 //!   with ids for pipelining, replies, streamed listing.
+//! - [`paths`]: the default socket location shared by daemon and clients.
 //! - [`codec`]: frames (u32 little-endian length + bincode body) with a size limit,
 //!   decoded without panics whatever the input.
 
 pub mod codec;
 pub mod error;
+pub mod paths;
 pub mod protocol;
 pub mod types;
 

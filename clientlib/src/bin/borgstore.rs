@@ -1,0 +1,339 @@
+//! `borgstore`: the command line client of `borgstored`.
+
+use borgstore_client::{Client, ClientOptions, Error, ErrorKind, ItemInfo, MoveAction, StatValue};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+/// Use the key/value stores served by borgstored.
+///
+/// Exit codes: 0 success, 1 error, 2 bad usage, 3 not found (no such item or store),
+/// 4 permission denied or quota exceeded, 5 daemon not reachable / connection lost.
+#[derive(Parser, Debug)]
+#[command(name = "borgstore", version, about, long_about)]
+struct Cli {
+    /// The daemon's socket [default: $BORGSTORE_SOCKET, else borgstored's default].
+    #[arg(long, global = true, value_name = "PATH", env = "BORGSTORE_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The store to use, by its name in the daemon's configuration.
+    #[arg(long, global = true, default_value = "default", env = "BORGSTORE_STORE")]
+    store: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct Json {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the store.
+    Create,
+    /// Delete the store and everything in it.
+    Destroy,
+    /// Store a value from FILE (or standard input when FILE is - or missing).
+    Store { name: String, file: Option<PathBuf> },
+    /// Write an item's value (or a range of it) to standard output or --output.
+    Load {
+        name: String,
+        /// Start at this byte; negative counts from the end.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        offset: i64,
+        /// Read at most this many bytes.
+        #[arg(long)]
+        size: Option<u64>,
+        /// Address the soft-deleted item.
+        #[arg(long)]
+        deleted: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Show an item's metadata.
+    Info {
+        name: String,
+        #[arg(long)]
+        deleted: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// List the items of a namespace (recursively, sorted).
+    List {
+        #[arg(default_value = "")]
+        namespace: String,
+        /// List soft-deleted items instead of live ones.
+        #[arg(long)]
+        deleted: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Delete an item for good (see `move --delete` for soft deletion).
+    Delete {
+        name: String,
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Soft delete, undelete, change the nesting level of, or rename an item.
+    Move {
+        name: String,
+        /// New name (rename).
+        new_name: Option<String>,
+        /// Soft delete.
+        #[arg(long, conflicts_with_all = ["undelete", "change_level", "new_name"])]
+        delete: bool,
+        /// Undo a soft delete.
+        #[arg(long, conflicts_with_all = ["change_level", "new_name"])]
+        undelete: bool,
+        /// Move to the namespace's current nesting level.
+        #[arg(long, conflicts_with = "new_name")]
+        change_level: bool,
+        /// With --change-level or a rename: address soft-deleted items.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Print an item's hex digest.
+    Hash {
+        name: String,
+        /// md5, sha1, sha224, sha256, sha384, sha512, sha3_224/256/384/512, blake2b, blake2s, blake3.
+        #[arg(long, short, default_value = "sha256")]
+        algorithm: String,
+        #[arg(long)]
+        deleted: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show the quota limit and usage (-1: off).
+    Quota {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show the store's operation statistics.
+    Stats {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// List the stores the daemon serves to you.
+    Stores {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// A short round trip (store, list, load, soft delete, clean up) on the store.
+    Demo,
+}
+
+fn exit_code(e: &Error) -> i32 {
+    match e.kind {
+        ErrorKind::ObjectNotFound | ErrorKind::BackendDoesNotExist => 3,
+        ErrorKind::PermissionDenied | ErrorKind::QuotaExceeded => 4,
+        ErrorKind::ConnectionLost => 5,
+        _ => 1,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let mut options = ClientOptions::new(cli.store.clone());
+    options.client_name = format!("borgstore-cli {}", env!("CARGO_PKG_VERSION"));
+    if let Some(s) = &cli.socket {
+        options.socket = s.clone();
+    }
+    let result = match Client::connect(options).await {
+        Ok(client) => run(&client, cli.command).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        eprintln!("borgstore: {}: {}", e.kind, e.message);
+        std::process::exit(exit_code(&e));
+    }
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::backend(format!("I/O error: {e}"))
+}
+
+fn bar(total: u64, what: &str) -> Option<ProgressBar> {
+    if total < 8 << 20 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    Some(pb)
+}
+
+fn info_json(i: &ItemInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": i.name, "exists": i.exists, "size": i.size, "directory": i.directory,
+        "atime": i.atime, "mtime": i.mtime,
+    })
+}
+
+fn stat_json(v: &StatValue) -> serde_json::Value {
+    match v {
+        StatValue::Int(i) => (*i).into(),
+        StatValue::Float(f) => serde_json::Number::from_f64(*f).map(Into::into).unwrap_or(serde_json::Value::Null),
+        StatValue::Bool(b) => (*b).into(),
+    }
+}
+
+async fn run(client: &Client, command: Command) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Create => client.create().await?,
+        Command::Destroy => client.destroy().await?,
+        Command::Store { name, file } => {
+            let mut value = Vec::new();
+            match file.as_deref().filter(|f| f.as_os_str() != "-") {
+                Some(path) => value = std::fs::read(path).map_err(io_err)?,
+                None => {
+                    std::io::stdin().read_to_end(&mut value).map_err(io_err)?;
+                }
+            }
+            let pb = bar(value.len() as u64, "store");
+            let progress = |done: u64, _total: u64| {
+                if let Some(pb) = &pb {
+                    pb.set_position(done);
+                }
+            };
+            client.store_with_progress(&name, value, &progress).await?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+        }
+        Command::Load { name, offset, size, deleted, output } => {
+            let info = client.info(&name, deleted).await?;
+            let pb = bar(size.unwrap_or(info.size).min(info.size), "load");
+            let watcher = match &pb {
+                Some(pb) => {
+                    let mut rx = client.receive_progress().await?;
+                    let pb = pb.clone();
+                    Some(tokio::spawn(async move {
+                        while rx.changed().await.is_ok() {
+                            let (got, _) = *rx.borrow();
+                            pb.set_position(got);
+                        }
+                    }))
+                }
+                None => None,
+            };
+            let data = client.load(&name, offset, size, deleted).await?;
+            if let Some(w) = watcher {
+                w.abort();
+            }
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            match output {
+                Some(path) => std::fs::write(path, &data).map_err(io_err)?,
+                None => out.write_all(&data).map_err(io_err)?,
+            }
+        }
+        Command::Info { name, deleted, json } => {
+            let i = client.info(&name, deleted).await?;
+            if json.json {
+                writeln!(out, "{}", info_json(&i)).map_err(io_err)?;
+            } else if !i.exists {
+                return Err(Error::not_found(&name));
+            } else {
+                writeln!(
+                    out,
+                    "name: {}\nsize: {}\ndirectory: {}\natime: {}\nmtime: {}",
+                    i.name, i.size, i.directory, i.atime, i.mtime
+                )
+                .map_err(io_err)?;
+            }
+        }
+        Command::List { namespace, deleted, json } => {
+            let mut items = client.list(&namespace, deleted).await?;
+            while let Some(i) = items.next().await? {
+                if json.json {
+                    writeln!(out, "{}", info_json(&i)).map_err(io_err)?;
+                } else {
+                    writeln!(out, "{}\t{}", i.name, i.size).map_err(io_err)?;
+                }
+            }
+        }
+        Command::Delete { name, deleted } => client.delete(&name, deleted).await?,
+        Command::Move { name, new_name, delete, undelete, change_level, deleted } => {
+            let action = match (delete, undelete, change_level, new_name) {
+                (true, _, _, _) => MoveAction::Delete,
+                (_, true, _, _) => MoveAction::Undelete,
+                (_, _, true, _) => MoveAction::ChangeLevel { deleted },
+                (_, _, _, Some(new_name)) => MoveAction::Rename { new_name, deleted },
+                _ => return Err(Error::invalid("move needs --delete, --undelete, --change-level or a NEW_NAME")),
+            };
+            client.move_(&name, action).await?;
+        }
+        Command::Hash { name, algorithm, deleted, json } => {
+            let digest = client.hash(&name, &algorithm, deleted).await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::json!({"name": name, "algorithm": algorithm, "digest": digest}))
+            } else {
+                writeln!(out, "{digest}")
+            }
+            .map_err(io_err)?;
+        }
+        Command::Quota { json } => {
+            let q = client.quota().await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::json!({"limit": q.limit, "usage": q.usage}))
+            } else {
+                writeln!(out, "limit: {}\nusage: {}", q.limit, q.usage)
+            }
+            .map_err(io_err)?;
+        }
+        Command::Stats { json } => {
+            let st = client.stats().await?;
+            if json.json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    st.iter().map(|(k, v)| (k.clone(), stat_json(v))).collect();
+                writeln!(out, "{}", serde_json::Value::Object(map)).map_err(io_err)?;
+            } else {
+                for (k, v) in &st {
+                    writeln!(out, "{k}: {}", stat_json(v)).map_err(io_err)?;
+                }
+            }
+        }
+        Command::Stores { json } => {
+            let stores = client.stores().await?;
+            for s in stores {
+                if json.json {
+                    writeln!(out, "{}", serde_json::json!({"name": s.name, "scheme": s.url_scheme}))
+                } else {
+                    writeln!(out, "{}\t{}", s.name, s.url_scheme)
+                }
+                .map_err(io_err)?;
+            }
+        }
+        Command::Demo => demo(client, &mut out).await?,
+    }
+    Ok(())
+}
+
+async fn demo(client: &Client, out: &mut impl Write) -> Result<(), Error> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io_err);
+    w(out, format!("daemon: {}, store: {}", client.server_name().await?, client.options().store))?;
+    client.store("demo/settings", b"answer = 42".to_vec()).await?;
+    w(out, "stored demo/settings".into())?;
+    let items = client.list("demo", false).await?.collect().await?;
+    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+    w(out, format!("listed demo: {}", names.join(", ")))?;
+    let value = client.load("demo/settings", 0, None, false).await?;
+    w(out, format!("loaded demo/settings: {}", String::from_utf8_lossy(&value)))?;
+    client.move_("demo/settings", MoveAction::Delete).await?;
+    let deleted = client.list("demo", true).await?.collect().await?;
+    w(out, format!("soft-deleted; deleted items now: {}", deleted.len()))?;
+    client.delete("demo/settings", true).await?;
+    let st = client.stats().await?;
+    let n = |k: &str| st.get(k).map(|v| v.as_f64()).unwrap_or(0.0);
+    w(out, format!("stats: store_calls={} load_calls={} list_calls={}", n("store_calls"), n("load_calls"), n("list_calls")))?;
+    w(out, "round trip ok".into())
+}
