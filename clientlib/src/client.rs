@@ -87,7 +87,7 @@ impl Client {
         Request { id: self.inner.next_id.fetch_add(1, Ordering::Relaxed), store: self.inner.options.store.clone(), op }
     }
 
-    async fn call_with(&self, op: Op, sent: &dyn Fn(u64, u64)) -> Result<Reply> {
+    async fn call_with(&self, op: Op, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<Reply> {
         for _ in 0..2 {
             let conn = self.connection().await?;
             if let Some(reply) = conn.call(self.request(op.clone()), sent).await? {
@@ -166,7 +166,7 @@ impl Client {
     }
 
     /// Store, calling `sent(bytes_sent, total)` while the request is written.
-    pub async fn store_with_progress(&self, name: &str, value: Vec<u8>, sent: &dyn Fn(u64, u64)) -> Result<()> {
+    pub async fn store_with_progress(&self, name: &str, value: Vec<u8>, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<()> {
         match self.call_with(Op::Store { name: name.into(), value }, sent).await? {
             Reply::Ok => Ok(()),
             other => Err(unexpected(other)),

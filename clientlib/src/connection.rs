@@ -122,7 +122,7 @@ impl Connection {
 
     /// Send a request. `Ok(false)` means nothing reached the daemon (safe to retry on a
     /// new connection); errors after that are reported through the waiter.
-    async fn send(&self, request: &Request, sent: &dyn Fn(u64, u64)) -> Result<bool> {
+    async fn send(&self, request: &Request, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<bool> {
         let frame = encode_frame(request, self.max_frame).map_err(|e| {
             Error::invalid(format!("request too large for one IPC frame (limit {} bytes): {e}", self.max_frame))
         })?;
@@ -145,7 +145,7 @@ impl Connection {
     }
 
     /// Send a request and wait for its one reply.
-    pub async fn call(&self, request: Request, sent: &dyn Fn(u64, u64)) -> Result<Option<Reply>> {
+    pub async fn call(&self, request: Request, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<Option<Reply>> {
         let (tx, rx) = oneshot::channel();
         self.register(request.id, Waiter::One(tx));
         match self.send(&request, sent).await {

@@ -39,6 +39,10 @@ pub struct StoreSettings {
     pub create: bool,
     pub rest_username: Option<String>,
     pub rest_password: Option<String>,
+    /// Emulated latency per primary backend call [us]; None: `BORGSTORE_LATENCY`.
+    pub latency_us: Option<f64>,
+    /// Emulated bandwidth [bit/s]; None: `BORGSTORE_BANDWIDTH`.
+    pub bandwidth: Option<f64>,
 }
 
 impl StoreSettings {
@@ -53,7 +57,22 @@ impl StoreSettings {
             create: false,
             rest_username: None,
             rest_password: None,
+            latency_us: None,
+            bandwidth: None,
         }
+    }
+
+    /// The emulator of this store: its own settings, else the environment.
+    pub fn emulator(&self) -> Result<crate::store::Emulator> {
+        let env = crate::store::Emulator::from_env()?;
+        let own = crate::store::Emulator::from_values(
+            self.latency_us.map(|v| v.to_string()).as_deref(),
+            self.bandwidth.map(|v| v.to_string()).as_deref(),
+        )?;
+        Ok(crate::store::Emulator {
+            latency: if self.latency_us.is_some() { own.latency } else { env.latency },
+            bandwidth: if self.bandwidth.is_some() { own.bandwidth } else { env.bandwidth },
+        })
     }
 
     /// The namespace map, `"" -> [0]` when none is configured.
@@ -99,6 +118,8 @@ struct FileStore {
     create: bool,
     rest_username: Option<String>,
     rest_password: Option<String>,
+    latency_us: Option<f64>,
+    bandwidth: Option<f64>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
 }
@@ -130,6 +151,8 @@ pub struct Overrides {
     pub allow_uids: Vec<String>,
     /// `NAME=GID`
     pub allow_gids: Vec<String>,
+    /// `NAME=MICROSECONDS` of emulated latency per backend call.
+    pub latencies: Vec<String>,
 }
 
 /// Parse an octal mode like `0660`.
@@ -239,6 +262,8 @@ impl DaemonConfig {
                     create: s.create,
                     rest_username: s.rest_username,
                     rest_password: s.rest_password,
+                    latency_us: s.latency_us,
+                    bandwidth: s.bandwidth,
                 },
             );
         }
@@ -303,6 +328,18 @@ impl DaemonConfig {
                 }
             }
         }
+        for spec in &flags.latencies {
+            let (name, us) = split_pair("--latency", spec)?;
+            store_mut(&mut stores, "--latency", name)?;
+            let us = us
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| Error::invalid(format!("--latency {spec:?}: not a number of microseconds")))?;
+            if let Some(s) = stores.get_mut(name) {
+                s.latency_us = Some(us);
+            }
+        }
         if stores.is_empty() {
             let mut s = StoreSettings::new(file_url(&default_store_path()));
             s.create = true;
@@ -311,6 +348,7 @@ impl DaemonConfig {
         for (name, s) in &stores {
             s.namespaces().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
             s.permissions().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
+            s.emulator().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
         }
         let socket_mode = match flags.socket_mode.as_deref().or(file.socket_mode.as_deref()) {
             Some(m) => parse_mode(m)?,

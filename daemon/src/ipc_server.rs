@@ -302,7 +302,11 @@ pub fn bind(path: &std::path::Path, mode: u32) -> std::io::Result<Listener> {
         std::fs::remove_file(path)?;
     }
     let name = path.to_fs_name::<GenericFilePath>()?;
-    ListenerOptions::new().name(name).mode(mode as libc_mode::ModeT).create_tokio_as::<Listener>()
+    let listener = ListenerOptions::new().name(name).mode(mode as libc_mode::ModeT).create_tokio_as::<Listener>()?;
+    // The umask may have masked bits away; the configured mode is what we promise.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
 }
 
 /// Adopt a listening socket passed by systemd.

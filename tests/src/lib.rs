@@ -8,10 +8,12 @@
 //! - [`fixtures`]: factories that give each case a fresh, not yet created store location
 //!   on a real backend (a temp directory for posixfs; real servers on loopback for the
 //!   remote backends as they arrive).
+//! - [`daemon`]: a real `borgstored` process on a temp socket.
 //! - `tests/*.rs`: engine semantics, name properties, Python interop.
 //! - `run`: the one test command (installs what is missing, then fmt, clippy, all tests).
 //!
 //! [`Backend`]: borgstore_daemon::Backend
 
 pub mod conformance;
+pub mod daemon;
 pub mod fixtures;

@@ -94,7 +94,7 @@ impl Registry {
             posixfs: PosixFsOptions { permissions: settings.permissions()?, quota: settings.quota, fsync: false },
         };
         let backend = backend_from_url(&settings.url, options)?;
-        let store = Store::new(backend, settings.namespaces()?)?;
+        let store = Store::with_emulator(backend, settings.namespaces()?, settings.emulator()?);
         let opened = match store.open().await {
             Ok(()) => true,
             Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {

@@ -49,6 +49,9 @@ struct Args {
     /// Let a group use a store: NAME=GID (repeatable).
     #[arg(long = "allow-gid", value_name = "NAME=GID")]
     allow_gids: Vec<String>,
+    /// Emulate a slow store: NAME=MICROSECONDS of latency per backend call (testing, benchmarks).
+    #[arg(long = "latency", value_name = "NAME=US")]
+    latencies: Vec<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -102,6 +105,7 @@ fn load_config(args: &Args) -> Result<DaemonConfig, String> {
         permissions: args.permissions.clone(),
         allow_uids: args.allow_uids.clone(),
         allow_gids: args.allow_gids.clone(),
+        latencies: args.latencies.clone(),
     };
     DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
 }

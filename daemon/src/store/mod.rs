@@ -93,11 +93,14 @@ impl Store {
         self.stats_lock().add(key, amount);
     }
 
-    /// Run one API call, counting `<op>_calls` and `<op>_time`.
+    /// Run one API call, counting `<op>_calls` and `<op>_time` when it succeeds (as
+    /// Python borgstore does: failed calls are not counted).
     async fn counted<T>(&self, op: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
         let start = Instant::now();
         let result = fut.await;
-        self.stats_lock().call(op, start.elapsed());
+        if result.is_ok() {
+            self.stats_lock().call(op, start.elapsed());
+        }
         result
     }
 
