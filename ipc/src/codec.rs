@@ -60,9 +60,27 @@ pub fn read_header(header: &[u8; HEADER], max_frame: u32) -> Result<u32, FrameEr
 }
 
 /// Decode one whole body; trailing bytes are an error.
+///
+/// The decoder may only claim (allocate) about as many bytes as the body holds: a
+/// length field that announces more than that fails instead of allocating. bincode
+/// takes the limit as a constant, so the smallest of a few fixed limits that fits the
+/// body is used (at most 16 times the body's size).
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(body, config())
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    macro_rules! with_limit {
+        ($($n:expr),+) => {{
+            $(
+                if body.len() <= $n {
+                    return finish(body, bincode::serde::decode_from_slice::<T, _>(body, config().with_limit::<{ $n }>()));
+                }
+            )+
+        }};
+    }
+    with_limit!(1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32);
+    Err(FrameError::TooLarge { len: body.len() as u64, max: u32::MAX })
+}
+
+fn finish<T>(body: &[u8], decoded: Result<(T, usize), bincode::error::DecodeError>) -> Result<T, FrameError> {
+    let (value, used) = decoded.map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(FrameError::Malformed(format!("{} trailing bytes", body.len() - used)));
     }

@@ -1,0 +1,175 @@
+//! Frame codec properties: round trips, and no panic or over-allocation on any input.
+
+use borgstore_ipc::codec::{decode_body, encode_frame, read_header, FrameDecoder, FrameError};
+use borgstore_ipc::protocol::{HandshakeReply, Hello, MoveAction, Op, Reply, Request, Response, StoreSummary, Welcome};
+use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Source, StatValue};
+use proptest::prelude::*;
+
+const MAX: u32 = 1 << 20;
+
+fn every_op() -> Vec<Op> {
+    let src = vec![Source::new("a", -3, 2), Source::new("b", 0, 0)];
+    vec![
+        Op::Create,
+        Op::Destroy,
+        Op::Open,
+        Op::Close,
+        Op::Info { name: "n".into(), deleted: true },
+        Op::Load { name: "n".into(), offset: -5, size: Some(3), deleted: false },
+        Op::Load { name: "n".into(), offset: 0, size: None, deleted: true },
+        Op::Store { name: "n".into(), value: vec![0, 1, 255] },
+        Op::Delete { name: "n".into(), deleted: false },
+        Op::Move { name: "n".into(), action: MoveAction::Delete },
+        Op::Move { name: "n".into(), action: MoveAction::Undelete },
+        Op::Move { name: "n".into(), action: MoveAction::ChangeLevel { deleted: true } },
+        Op::Move { name: "n".into(), action: MoveAction::Rename { new_name: "m".into(), deleted: false } },
+        Op::List { name: "data".into(), deleted: false },
+        Op::Hash { name: "n".into(), algorithm: "blake3".into(), deleted: false },
+        Op::Defrag { sources: src.clone(), target: None, algorithm: Some("sha256".into()), namespace: Some("data".into()), deleted: false },
+        Op::Gather { sources: src, namespace: None, deleted: true },
+        Op::Quota,
+        Op::Stats,
+        Op::CacheInvalidate { name: "".into(), deleted: false },
+        Op::Stores,
+        Op::Ping,
+    ]
+}
+
+fn every_reply() -> Vec<Reply> {
+    let info = ItemInfo { name: "x".into(), exists: true, size: 3, directory: false, atime: 1.5, mtime: 2.5 };
+    let mut stats = borgstore_ipc::Stats::new();
+    stats.insert("load_calls".into(), StatValue::Int(3));
+    stats.insert("load_time".into(), StatValue::Float(0.25));
+    stats.insert("cache_disabled".into(), StatValue::Bool(true));
+    let mut replies = vec![
+        Reply::Ok,
+        Reply::Info(info.clone()),
+        Reply::Data(vec![9; 100]),
+        Reply::ListChunk(vec![info.clone(), info]),
+        Reply::ListEnd,
+        Reply::Text("abc".into()),
+        Reply::Quota(Quota { limit: -1, usage: -1 }),
+        Reply::Stats(stats),
+        Reply::Stores(vec![StoreSummary { name: "main".into(), url_scheme: "file".into() }]),
+        Reply::Pong,
+    ];
+    replies.extend(ErrorKind::ALL.iter().map(|k| Reply::Err(Error::new(*k, "why"))));
+    replies
+}
+
+#[test]
+fn every_message_round_trips() {
+    for (i, op) in every_op().into_iter().enumerate() {
+        let req = Request { id: i as u64, store: "s".into(), op };
+        let frame = encode_frame(&req, MAX).unwrap();
+        assert_eq!(decode_body::<Request>(&frame[4..]).unwrap(), req);
+    }
+    for (i, body) in every_reply().into_iter().enumerate() {
+        let resp = Response { id: i as u64, body };
+        let frame = encode_frame(&resp, MAX).unwrap();
+        assert_eq!(decode_body::<Response>(&frame[4..]).unwrap(), resp);
+    }
+    for hs in [
+        HandshakeReply::Accepted(Welcome { version: 1, server_name: "d".into(), max_frame: MAX }),
+        HandshakeReply::Refused(Error::invalid("no")),
+    ] {
+        let frame = encode_frame(&hs, MAX).unwrap();
+        assert_eq!(decode_body::<HandshakeReply>(&frame[4..]).unwrap(), hs);
+    }
+}
+
+#[test]
+fn limits_and_trailing_bytes() {
+    let big = Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![0; 5000] } };
+    assert!(matches!(encode_frame(&big, 4096), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(read_header(&5000u32.to_le_bytes(), 4096), Err(FrameError::TooLarge { .. })));
+    let mut frame = encode_frame(&Hello::new("x"), MAX).unwrap();
+    frame.push(0);
+    assert!(matches!(decode_body::<Hello>(&frame[4..]), Err(FrameError::Malformed(_))));
+    let frame = encode_frame(&Hello::new("x"), MAX).unwrap();
+    assert!(decode_body::<Hello>(&frame[4..frame.len() - 1]).is_err(), "truncated body");
+    // The store value announces 2^60 bytes in a tiny body: an error, not an allocation.
+    let mut evil = encode_frame(&Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![] } }, MAX)
+        .unwrap()[4..]
+        .to_vec();
+    evil.pop();
+    evil.extend([253, 0, 0, 0, 0, 0, 0, 0, 16]);
+    assert!(decode_body::<Request>(&evil).is_err());
+}
+
+#[test]
+fn decoder_refuses_oversize_before_the_body_arrives() {
+    let mut d = FrameDecoder::new(1000);
+    d.push(&5000u32.to_le_bytes());
+    assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { len: 5000, max: 1000 })));
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    let ops = every_op();
+    (any::<u64>(), "[a-z]{0,12}", 0..ops.len(), proptest::collection::vec(any::<u8>(), 0..3000), "[a-z/0-9]{0,40}").prop_map(
+        move |(id, store, i, bytes, name)| {
+            let op = match ops[i].clone() {
+                Op::Store { .. } => Op::Store { name, value: bytes },
+                Op::Info { deleted, .. } => Op::Info { name, deleted },
+                other => other,
+            };
+            Request { id, store, op }
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_body::<Request>(&body);
+        let _ = decode_body::<Response>(&body);
+        let _ = decode_body::<Hello>(&body);
+        let _ = decode_body::<HandshakeReply>(&body);
+        let mut d = FrameDecoder::new(MAX);
+        d.push(&body);
+        while let Ok(Some(frame)) = d.next_frame() {
+            let _ = decode_body::<Request>(&frame);
+        }
+    }
+
+    #[test]
+    fn requests_survive_any_split_into_pieces(reqs in proptest::collection::vec(arb_request(), 1..6), cuts in proptest::collection::vec(1usize..700, 1..40)) {
+        let mut stream = Vec::new();
+        for r in &reqs {
+            stream.extend(encode_frame(r, MAX).unwrap());
+        }
+        let mut d = FrameDecoder::new(MAX);
+        let mut got = Vec::new();
+        let mut pos = 0;
+        let mut i = 0;
+        while pos < stream.len() {
+            let n = cuts[i % cuts.len()].min(stream.len() - pos);
+            d.push(&stream[pos..pos + n]);
+            pos += n;
+            i += 1;
+            while let Some(frame) = d.next_frame().unwrap() {
+                got.push(decode_body::<Request>(&frame).unwrap());
+            }
+        }
+        prop_assert_eq!(got, reqs);
+        prop_assert_eq!(d.buffered(), 0);
+    }
+
+    /// Flipping bytes of valid frames gives errors or other valid messages, never a panic.
+    #[test]
+    fn flipped_bytes_never_panic(req in arb_request(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut frame = encode_frame(&req, MAX).unwrap();
+        for (at, x) in flips {
+            let i = at % frame.len();
+            frame[i] ^= x | 1;
+        }
+        let mut d = FrameDecoder::new(MAX);
+        d.push(&frame);
+        if let Ok(Some(body)) = d.next_frame() {
+            let _ = decode_body::<Request>(&body);
+        }
+        let _ = decode_body::<Request>(&frame[4..]);
+    }
+}
