@@ -166,7 +166,12 @@ impl Client {
     }
 
     /// Store, calling `sent(bytes_sent, total)` while the request is written.
-    pub async fn store_with_progress(&self, name: &str, value: Vec<u8>, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<()> {
+    pub async fn store_with_progress(
+        &self,
+        name: &str,
+        value: Vec<u8>,
+        sent: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<()> {
         match self.call_with(Op::Store { name: name.into(), value }, sent).await? {
             Reply::Ok => Ok(()),
             other => Err(unexpected(other)),

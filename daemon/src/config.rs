@@ -239,7 +239,9 @@ impl DaemonConfig {
         for (name, s) in file.stores {
             check_store_name(&name)?;
             if s.cache_url.is_some() {
-                return Err(Error::invalid(format!("store {name}: caching (cache_url) is not available in this version yet")));
+                return Err(Error::invalid(format!(
+                    "store {name}: caching (cache_url) is not available in this version yet"
+                )));
             }
             let mut namespaces = BTreeMap::new();
             for (ns, n) in s.namespaces {
@@ -314,7 +316,8 @@ impl DaemonConfig {
                 s.permissions = Some(map);
             }
         }
-        for (flag, specs, gids) in [("--allow-uid", &flags.allow_uids, false), ("--allow-gid", &flags.allow_gids, true)] {
+        for (flag, specs, gids) in [("--allow-uid", &flags.allow_uids, false), ("--allow-gid", &flags.allow_gids, true)]
+        {
             for spec in specs {
                 let (name, id) = split_pair(flag, spec)?;
                 store_mut(&mut stores, flag, name)?;

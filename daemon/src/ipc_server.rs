@@ -16,11 +16,11 @@
 use crate::actor::{Outcome, Peer, Registry};
 use borgstore_ipc::codec::{decode_body, encode_frame, read_header, FrameError};
 use borgstore_ipc::protocol::{
-    Hello, HandshakeReply, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
+    HandshakeReply, Hello, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
 };
 use borgstore_ipc::{Error, ErrorKind};
-use interprocess::os::unix::uds_local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::os::unix::uds_local_socket::tokio::{Listener, Stream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,7 +41,12 @@ pub struct ServerOptions {
 
 /// Accept connections until `shutdown` turns true; then wait until every connection
 /// has answered what it accepted.
-pub async fn serve(listener: Listener, registry: Arc<Registry>, options: ServerOptions, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: Listener,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -74,7 +79,9 @@ pub fn peer_of(stream: &Stream) -> std::io::Result<Peer> {
 
 /// Supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
 fn supplementary_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return Vec::new() };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
@@ -99,7 +106,12 @@ async fn write_frame(send: &mut &Stream, bytes: &[u8]) -> std::io::Result<()> {
     send.write_all(bytes).await
 }
 
-async fn connection(stream: Stream, registry: Arc<Registry>, options: ServerOptions, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    stream: Stream,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = match peer_of(&stream) {
         Ok(p) => p,
         Err(e) => {

@@ -80,9 +80,17 @@ pub enum Op {
     /// Counterpart of `Open`; the store stays open for other clients.
     Close,
     /// Metadata of an item; a missing item gives `exists: false`.
-    Info { name: String, deleted: bool },
+    Info {
+        name: String,
+        deleted: bool,
+    },
     /// `size` bytes (None: to the end) from `offset` (negative: counted from the end).
-    Load { name: String, offset: i64, size: Option<u64>, deleted: bool },
+    Load {
+        name: String,
+        offset: i64,
+        size: Option<u64>,
+        deleted: bool,
+    },
     /// Store a value atomically, replacing an existing one.
     Store {
         name: String,
@@ -90,12 +98,25 @@ pub enum Op {
         value: Vec<u8>,
     },
     /// Delete an item for good.
-    Delete { name: String, deleted: bool },
-    Move { name: String, action: MoveAction },
+    Delete {
+        name: String,
+        deleted: bool,
+    },
+    Move {
+        name: String,
+        action: MoveAction,
+    },
     /// All items of a namespace, recursively, sorted; streamed.
-    List { name: String, deleted: bool },
+    List {
+        name: String,
+        deleted: bool,
+    },
     /// Hex digest of an item's content (`sha256`, `blake3`, ... see DESIGN.md).
-    Hash { name: String, algorithm: String, deleted: bool },
+    Hash {
+        name: String,
+        algorithm: String,
+        deleted: bool,
+    },
     /// New item from byte ranges of items in `namespace` (source names without it);
     /// named `target`, or the hex digest by `algorithm` when `target` is None.
     Defrag {
@@ -106,11 +127,18 @@ pub enum Op {
         deleted: bool,
     },
     /// The bytes of many ranges, concatenated in order.
-    Gather { sources: Vec<Source>, namespace: Option<String>, deleted: bool },
+    Gather {
+        sources: Vec<Source>,
+        namespace: Option<String>,
+        deleted: bool,
+    },
     Quota,
     Stats,
     /// Drop cached copies: of one item, of a namespace, or (`""`) of everything.
-    CacheInvalidate { name: String, deleted: bool },
+    CacheInvalidate {
+        name: String,
+        deleted: bool,
+    },
     /// The stores this client may use (the store field is ignored).
     Stores,
     /// Liveness check (the store field is ignored).

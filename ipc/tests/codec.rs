@@ -25,7 +25,13 @@ fn every_op() -> Vec<Op> {
         Op::Move { name: "n".into(), action: MoveAction::Rename { new_name: "m".into(), deleted: false } },
         Op::List { name: "data".into(), deleted: false },
         Op::Hash { name: "n".into(), algorithm: "blake3".into(), deleted: false },
-        Op::Defrag { sources: src.clone(), target: None, algorithm: Some("sha256".into()), namespace: Some("data".into()), deleted: false },
+        Op::Defrag {
+            sources: src.clone(),
+            target: None,
+            algorithm: Some("sha256".into()),
+            namespace: Some("data".into()),
+            deleted: false,
+        },
         Op::Gather { sources: src, namespace: None, deleted: true },
         Op::Quota,
         Op::Stats,
@@ -89,9 +95,10 @@ fn limits_and_trailing_bytes() {
     let frame = encode_frame(&Hello::new("x"), MAX).unwrap();
     assert!(decode_body::<Hello>(&frame[4..frame.len() - 1]).is_err(), "truncated body");
     // The store value announces 2^60 bytes in a tiny body: an error, not an allocation.
-    let mut evil = encode_frame(&Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![] } }, MAX)
-        .unwrap()[4..]
-        .to_vec();
+    let mut evil =
+        encode_frame(&Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![] } }, MAX)
+            .unwrap()[4..]
+            .to_vec();
     evil.pop();
     evil.extend([253, 0, 0, 0, 0, 0, 0, 0, 16]);
     assert!(decode_body::<Request>(&evil).is_err());
@@ -106,16 +113,15 @@ fn decoder_refuses_oversize_before_the_body_arrives() {
 
 fn arb_request() -> impl Strategy<Value = Request> {
     let ops = every_op();
-    (any::<u64>(), "[a-z]{0,12}", 0..ops.len(), proptest::collection::vec(any::<u8>(), 0..3000), "[a-z/0-9]{0,40}").prop_map(
-        move |(id, store, i, bytes, name)| {
+    (any::<u64>(), "[a-z]{0,12}", 0..ops.len(), proptest::collection::vec(any::<u8>(), 0..3000), "[a-z/0-9]{0,40}")
+        .prop_map(move |(id, store, i, bytes, name)| {
             let op = match ops[i].clone() {
                 Op::Store { .. } => Op::Store { name, value: bytes },
                 Op::Info { deleted, .. } => Op::Info { name, deleted },
                 other => other,
             };
             Request { id, store, op }
-        },
-    )
+        })
 }
 
 proptest! {

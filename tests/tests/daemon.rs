@@ -44,14 +44,14 @@ async fn full_api_round_trip() {
     assert_eq!(c.hash(&format!("data/{key}"), "nope", false).await.unwrap_err().kind, ErrorKind::InvalidArgument);
     let g = c.gather(vec![Source::new(key, 6, 5), Source::new(key, 0, 1)], Some("data".into()), false).await.unwrap();
     assert_eq!(g, b"worldh");
-    let made = c
-        .defrag(vec![Source::new(key, 0, 5)], None, Some("sha256".into()), Some("data".into()), false)
-        .await
-        .unwrap();
+    let made =
+        c.defrag(vec![Source::new(key, 0, 5)], None, Some("sha256".into()), Some("data".into()), false).await.unwrap();
     assert_eq!(c.load(&format!("data/{made}"), 0, None, false).await.unwrap(), b"hello");
     c.move_(&format!("data/{key}"), MoveAction::Delete).await.unwrap();
-    let live: Vec<String> = c.list("data", false).await.unwrap().collect().await.unwrap().into_iter().map(|i| i.name).collect();
-    let dead: Vec<String> = c.list("data", true).await.unwrap().collect().await.unwrap().into_iter().map(|i| i.name).collect();
+    let live: Vec<String> =
+        c.list("data", false).await.unwrap().collect().await.unwrap().into_iter().map(|i| i.name).collect();
+    let dead: Vec<String> =
+        c.list("data", true).await.unwrap().collect().await.unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!((live, dead), (vec![made.clone()], vec![key.to_string()]));
     c.move_(&format!("data/{key}"), MoveAction::Undelete).await.unwrap();
     c.move_("config/c", MoveAction::Rename { new_name: "config/d".into(), deleted: false }).await.unwrap();

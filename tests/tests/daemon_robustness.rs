@@ -13,8 +13,8 @@ use std::time::Duration;
 fn daemon() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let arg = format!("s=file://{}/s", dir.path().display());
-    let d = Daemon::start_in(dir, &["--store", &arg, "--max-frame", "1048576"], &[]);
-    d
+
+    Daemon::start_in(dir, &["--store", &arg, "--max-frame", "1048576"], &[])
 }
 
 fn read_msg<T: serde::de::DeserializeOwned>(s: &mut UnixStream) -> Option<T> {
@@ -158,7 +158,10 @@ fn peers_without_a_grant_are_refused_and_logged() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (a, b) = (format!("closed=file://{}/closed", dir.path().display()), format!("open=file://{}/open", dir.path().display()));
+    let (a, b) = (
+        format!("closed=file://{}/closed", dir.path().display()),
+        format!("open=file://{}/open", dir.path().display()),
+    );
     let d = Daemon::start_in(
         dir,
         &["--store", &a, "--store", &b, "--allow-uid", "open=65534", "--socket-mode", "0666"],

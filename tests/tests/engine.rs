@@ -107,7 +107,8 @@ async fn level_migration_and_change_level() {
     old.move_(&format!("data/{b}"), MoveAction::Delete).await.unwrap();
     old.close().await.unwrap();
     // Migrating from level 0 to level 2: old items are still found, new ones go to level 2.
-    let s = Store::with_emulator(f.backend.clone(), namespaces(&[("data/", &[0, 2]), ("", &[0])]).unwrap(), Emulator::OFF);
+    let s =
+        Store::with_emulator(f.backend.clone(), namespaces(&[("data/", &[0, 2]), ("", &[0])]).unwrap(), Emulator::OFF);
     s.open().await.unwrap();
     let root = f.root.clone().unwrap();
     assert_eq!(&s.load(&format!("data/{a}"), 0, None, false).await.unwrap()[..], b"a");

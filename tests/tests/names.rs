@@ -82,9 +82,36 @@ proptest! {
 /// Names an attacker would try.
 fn crafted_names() -> Vec<String> {
     let mut v: Vec<String> = [
-        "..", "../x", "../../etc/passwd", "a/../../x", "/etc/passwd", "//x", "./x", ".", "a/./b", "a//b",
-        "\\..\\x", "..\\x", "a\0b", "\0", "x/..", "x/...", "...", "%2e%2E", "a/b/../../../c",
-        "\u{2025}/x", "..%2fx", "x\n", " ", "", "/", "x/", "quota.hid", "sneaky.tmp", "CON", "x\u{0}/../y",
+        "..",
+        "../x",
+        "../../etc/passwd",
+        "a/../../x",
+        "/etc/passwd",
+        "//x",
+        "./x",
+        ".",
+        "a/./b",
+        "a//b",
+        "\\..\\x",
+        "..\\x",
+        "a\0b",
+        "\0",
+        "x/..",
+        "x/...",
+        "...",
+        "%2e%2E",
+        "a/b/../../../c",
+        "\u{2025}/x",
+        "..%2fx",
+        "x\n",
+        " ",
+        "",
+        "/",
+        "x/",
+        "quota.hid",
+        "sneaky.tmp",
+        "CON",
+        "x\u{0}/../y",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -154,10 +181,7 @@ async fn crafted_names_never_touch_anything_outside_the_root() {
             }
             assert!(r.is_err(), "op {i} accepted crafted name {n:?}");
             let k = r.unwrap_err().kind;
-            assert!(
-                matches!(k, ErrorKind::InvalidArgument),
-                "op {i} on {n:?} gave {k:?}, expected InvalidArgument"
-            );
+            assert!(matches!(k, ErrorKind::InvalidArgument), "op {i} on {n:?} gave {k:?}, expected InvalidArgument");
         }
     }
     // Percent signs are plain characters at this level (URL decoding is the REST

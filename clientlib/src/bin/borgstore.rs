@@ -334,6 +334,14 @@ async fn demo(client: &Client, out: &mut impl Write) -> Result<(), Error> {
     client.delete("demo/settings", true).await?;
     let st = client.stats().await?;
     let n = |k: &str| st.get(k).map(|v| v.as_f64()).unwrap_or(0.0);
-    w(out, format!("stats: store_calls={} load_calls={} list_calls={}", n("store_calls"), n("load_calls"), n("list_calls")))?;
+    w(
+        out,
+        format!(
+            "stats: store_calls={} load_calls={} list_calls={}",
+            n("store_calls"),
+            n("load_calls"),
+            n("list_calls")
+        ),
+    )?;
     w(out, "round trip ok".into())
 }

@@ -101,11 +101,15 @@ impl<J> Scheduler<J> {
         }
         // Let held-back jobs in, in order, until an exclusive one has to wait again.
         while !self.exclusive_running {
-            let Some((a, _)) = self.backlog.front() else { break };
+            let Some((a, _)) = self.backlog.front() else {
+                break;
+            };
             if *a == Access::Exclusive && !(self.running == 0 && self.items.is_empty()) {
                 break;
             }
-            let Some((a, job)) = self.backlog.pop_front() else { break };
+            let Some((a, job)) = self.backlog.pop_front() else {
+                break;
+            };
             self.admit(a, job, &mut start);
         }
         start

@@ -18,11 +18,11 @@ pub struct BackendOptions {
 
 /// The local path of a `file:///abs/path` URL (percent-decoded), or None for other schemes.
 pub fn file_url_path(url: &str) -> Result<Option<PathBuf>> {
-    let Some(rest) = url.strip_prefix("file://") else { return Ok(None) };
+    let Some(rest) = url.strip_prefix("file://") else {
+        return Ok(None);
+    };
     if !rest.starts_with('/') {
-        return Err(Error::invalid(
-            "file: URLs need an absolute path and no host: file:///abs/path (three slashes)",
-        ));
+        return Err(Error::invalid("file: URLs need an absolute path and no host: file:///abs/path (three slashes)"));
     }
     let decoded = percent_decode_str(rest)
         .decode_utf8()
@@ -44,9 +44,9 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
     }
     let scheme = url.split(':').next().unwrap_or("");
     match scheme {
-        "sftp" | "s3" | "b2" | "rclone" | "http" | "https" | "rest" => Err(Error::invalid(format!(
-            "the {scheme}: backend is not available in this build of borgstore-rs yet"
-        ))),
+        "sftp" | "s3" | "b2" | "rclone" | "http" | "https" | "rest" => {
+            Err(Error::invalid(format!("the {scheme}: backend is not available in this build of borgstore-rs yet")))
+        }
         _ => Err(Error::invalid(format!(
             "invalid or unsupported store URL {} (expected file:///abs/path)",
             crate::names::shown(url)

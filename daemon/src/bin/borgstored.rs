@@ -67,11 +67,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_string());
+    let filter = args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -137,7 +133,8 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
     let names: Vec<&str> = registry.names().collect();
     tracing::info!("serving {} on {socket_desc}", names.join(", "));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let options = ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };
+    let options =
+        ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };
     let server = tokio::spawn(ipc_server::serve(listener, registry.clone(), options, stop_rx));
     systemd::notify(Notice::Ready);
     systemd::notify(Notice::Status(&format!("serving {} store(s)", names.len())));

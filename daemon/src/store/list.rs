@@ -32,7 +32,9 @@ impl Lister {
                 let entries = self.store.backend_list(&dir).await?;
                 self.stack.push((dir, entries.into_iter()));
             }
-            let Some((dir, entries)) = self.stack.last_mut() else { return Ok(None) };
+            let Some((dir, entries)) = self.stack.last_mut() else {
+                return Ok(None);
+            };
             let Some(info) = entries.next() else {
                 self.stack.pop();
                 continue;

@@ -55,8 +55,13 @@ pub fn unnest(name: &str, namespace: &str, remove_suffix: Option<&str>) -> Resul
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        name.strip_prefix(prefix.as_str())
-            .ok_or_else(|| Error::invalid(format!("name {} is not in namespace {}", crate::names::shown(name), crate::names::shown(namespace))))?
+        name.strip_prefix(prefix.as_str()).ok_or_else(|| {
+            Error::invalid(format!(
+                "name {} is not in namespace {}",
+                crate::names::shown(name),
+                crate::names::shown(namespace)
+            ))
+        })?
     };
     let mut key = rest.rsplit('/').next().unwrap_or(rest);
     if let Some(s) = remove_suffix {

@@ -370,7 +370,9 @@ impl Inner {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("list", name, e))?;
-            let Some(leaf) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(leaf) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             // Not ours (or an upload in progress, or hidden): skip, as Python does.
             if leaf.contains('/') || validate_item_name(&leaf).is_err() {
                 continue;
@@ -489,7 +491,11 @@ impl Backend for PosixFs {
             DefragTarget::Name(n) => n.clone(),
             DefragTarget::Hashed { namespace, .. } => {
                 let ns = namespace.trim_end_matches('/');
-                if ns.is_empty() { "01234567".to_string() } else { format!("{ns}/01234567") }
+                if ns.is_empty() {
+                    "01234567".to_string()
+                } else {
+                    format!("{ns}/01234567")
+                }
             }
         };
         self.inner.check(&probe, "W")?;
