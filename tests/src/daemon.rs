@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 /// directory. Panics with a hint when it was not built.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // A test runs from target/<profile>/deps/, the bench binary from target/<profile>/.
+    let mut dir = exe.parent().expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (tests/run does it)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` (tests/run does it)", path.display());
     path
 }
 
