@@ -23,8 +23,17 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub max_frame: u32,
+    /// REST listener on TCP (`HOST:PORT`), if any.
+    pub rest: Option<String>,
+    /// REST listener on a Unix socket (mode `socket_mode`), if any.
+    pub rest_socket: Option<PathBuf>,
+    /// Largest REST request body (a stored value) accepted.
+    pub rest_max_body: u64,
     pub stores: BTreeMap<String, StoreSettings>,
 }
+
+/// Default REST body limit: 1 GiB.
+pub const DEFAULT_REST_MAX_BODY: u64 = 1 << 30;
 
 /// One store the daemon serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +107,7 @@ struct FileConfig {
     socket_mode: Option<String>,
     rest: Option<String>,
     rest_socket: Option<PathBuf>,
+    rest_max_body: Option<u64>,
     max_frame: Option<u32>,
     #[serde(default)]
     stores: BTreeMap<String, FileStore>,
@@ -139,6 +149,12 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub socket_mode: Option<String>,
     pub max_frame: Option<u32>,
+    /// REST listener `HOST:PORT`.
+    pub rest: Option<String>,
+    /// REST listener on a Unix socket.
+    pub rest_socket: Option<PathBuf>,
+    /// `NAME=USER:PASSWORD` REST Basic auth.
+    pub rest_auth: Vec<String>,
     /// `NAME=URL`
     pub stores: Vec<String>,
     /// `NAME:NAMESPACE=L[,L...]`
@@ -230,14 +246,14 @@ impl DaemonConfig {
             Some(t) => toml::from_str(t).map_err(|e| Error::invalid(format!("config file: {}", e.message())))?,
             None => FileConfig::default(),
         };
-        if file.rest.is_some() || file.rest_socket.is_some() {
-            return Err(Error::invalid(
-                "config file: the REST listener (rest, rest_socket) is not available in this version yet",
-            ));
-        }
         let mut stores = BTreeMap::new();
         for (name, s) in file.stores {
             check_store_name(&name)?;
+            if s.rest_username.is_some() != s.rest_password.is_some() {
+                return Err(Error::invalid(format!(
+                    "store {name}: give both rest_username and rest_password, or neither"
+                )));
+            }
             if s.cache_url.is_some() {
                 return Err(Error::invalid(format!(
                     "store {name}: caching (cache_url) is not available in this version yet"
@@ -292,6 +308,18 @@ impl DaemonConfig {
                 .map_err(|_| Error::invalid(format!("--levels {spec:?}: levels must be numbers like 2 or 0,2")))?;
             if let Some(s) = stores.get_mut(name) {
                 s.namespaces.insert(ns.to_string(), NamespaceConfig { levels });
+            }
+        }
+        for spec in &flags.rest_auth {
+            let (name, cred) = split_pair("--rest-auth", spec)?;
+            store_mut(&mut stores, "--rest-auth", name)?;
+            let (user, pass) = cred
+                .split_once(':')
+                .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                .ok_or_else(|| Error::invalid(format!("--rest-auth for {name}: expected NAME=USER:PASSWORD")))?;
+            if let Some(s) = stores.get_mut(name) {
+                s.rest_username = Some(user.to_string());
+                s.rest_password = Some(pass.to_string());
             }
         }
         for spec in &flags.quotas {
@@ -361,10 +389,20 @@ impl DaemonConfig {
         if max_frame < 4096 {
             return Err(Error::invalid("max_frame must be at least 4096 bytes"));
         }
+        let rest = flags.rest.clone().or(file.rest);
+        if let Some(addr) = &rest {
+            addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                Error::invalid(format!("rest {addr:?} is not an address like 127.0.0.1:5618 or [::1]:5618"))
+            })?;
+        }
+        let rest_max_body = file.rest_max_body.unwrap_or(DEFAULT_REST_MAX_BODY);
         Ok(DaemonConfig {
             socket: flags.socket.clone().or(file.socket).unwrap_or_else(default_socket),
             socket_mode,
             max_frame,
+            rest,
+            rest_socket: flags.rest_socket.clone().or(file.rest_socket),
+            rest_max_body,
             stores,
         })
     }
@@ -412,6 +450,8 @@ levels = [2]
             ("[stores.a]\nurl = \"file:///x\"\ncache_url = \"file:///c\"", "not available"),
             ("[stores.a]\nurl = \"file:///x\"\npermissions = { \"\" = \"rx\" }", "letters"),
             ("max_frame = 10", "max_frame"),
+            ("rest = \"localhost\"", "not an address"),
+            ("[stores.a]\nurl = \"file:///x\"\nrest_username = \"u\"", "rest_password"),
             ("this is not toml", "config file"),
         ] {
             let e = DaemonConfig::from_toml(text).unwrap_err();

@@ -18,6 +18,7 @@ pub mod config;
 pub mod hashing;
 pub mod ipc_server;
 pub mod names;
+pub mod rest;
 pub mod store;
 pub mod systemd;
 

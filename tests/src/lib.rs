@@ -9,6 +9,9 @@
 //!   on a real backend (a temp directory for posixfs; real servers on loopback for the
 //!   remote backends as they arrive).
 //! - [`daemon`]: a real `borgstored` process on a temp socket.
+//! - [`nginx`]: a real nginx on a spare port with a config the test writes.
+//! - [`rest`]: REST servers (ours and Python's) on spare ports, and a raw HTTP client.
+//! - [`python`]: the real Python borgstore venvs (0.7.0, 0.5.5) and scripts in `tests/python/`.
 //! - `tests/*.rs`: engine semantics, name properties, Python interop.
 //! - `run`: the one test command (installs what is missing, then fmt, clippy, all tests).
 //!
@@ -17,3 +20,6 @@
 pub mod conformance;
 pub mod daemon;
 pub mod fixtures;
+pub mod nginx;
+pub mod python;
+pub mod rest;

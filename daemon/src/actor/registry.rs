@@ -5,11 +5,11 @@
 //! when missing; other stores that do not exist yet are served anyway and answer
 //! BackendDoesNotExist until a client creates them.
 
-use super::store_actor::{Exec, Outcome, Shutdown, StoreActor};
+use super::store_actor::{Exec, Outcome, RawExec, Shutdown, StoreActor};
 use crate::backends::posixfs::PosixFsOptions;
 use crate::backends::url::{backend_from_url, BackendOptions};
 use crate::config::{current_uid, DaemonConfig, StoreSettings};
-use crate::store::Store;
+use crate::store::{RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::Op;
 use borgstore_ipc::{Error, ErrorKind, Result};
@@ -62,6 +62,17 @@ impl StoreEntry {
             .await
             .map_err(|_| Error::backend(format!("store {} is shutting down", self.name)))?;
         Ok(rx)
+    }
+
+    /// Run a backend-level operation (REST) through the store's actor, ordered with
+    /// everything else on the store.
+    pub async fn raw(&self, op: RawOp) -> Result<RawReply> {
+        let (tx, rx) = oneshot::channel();
+        self.addr
+            .send(RawExec { op, reply: tx })
+            .await
+            .map_err(|_| Error::backend(format!("store {} is shutting down", self.name)))?;
+        rx.await.map_err(|_| Error::backend(format!("store {} stopped while running the operation", self.name)))?
     }
 
     async fn send_exec(&self, op: Op) -> Result<Outcome> {

@@ -12,7 +12,8 @@
 
 use super::ordering::{Access, Scheduler};
 use crate::hashing::HashAlgorithm;
-use crate::store::{DefragName, Lister, MoveAction, Store};
+use crate::store::nesting::item_of;
+use crate::store::{DefragName, Lister, MoveAction, RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::{MoveAction as WireMove, Op, Reply};
 use borgstore_ipc::{Error, ErrorKind, Result};
@@ -34,6 +35,14 @@ pub struct Exec {
     pub reply: oneshot::Sender<Result<Outcome>>,
 }
 
+/// Run a backend-level operation (REST) on the store; the answer arrives on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RawExec {
+    pub op: RawOp,
+    pub reply: oneshot::Sender<Result<RawReply>>,
+}
+
 /// Finish everything that arrived before, then close the store.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -43,6 +52,7 @@ pub struct Shutdown {
 
 enum Job {
     Exec(Exec),
+    Raw(RawExec),
     Shutdown(Shutdown),
 }
 
@@ -74,9 +84,16 @@ impl StoreActor {
         let state = self.state.clone();
         match job {
             Job::Exec(Exec { op, reply }) => {
-                let fut = async move { state.execute(op).await };
+                let fut = contained(async move { state.execute(op).await });
                 ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
                     // A vanished client dropped its receiver: the operation still counted.
+                    let _ = reply.send(result);
+                    act.finished(&access, ctx);
+                }));
+            }
+            Job::Raw(RawExec { op, reply }) => {
+                let fut = contained(async move { state.execute_raw(op).await });
+                ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
                     let _ = reply.send(result);
                     act.finished(&access, ctx);
                 }));
@@ -122,6 +139,14 @@ impl Handler<Exec> for StoreActor {
     }
 }
 
+impl Handler<RawExec> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: RawExec, ctx: &mut Context<Self>) {
+        let access = raw_access_of(&msg.op);
+        self.arrive(access, Job::Raw(msg), ctx);
+    }
+}
+
 impl Handler<Shutdown> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
@@ -133,6 +158,16 @@ impl Handler<Shutdown> for StoreActor {
 /// operations on one item (live or deleted, any level) are ordered.
 fn item(name: &str) -> Access {
     Access::Item(name.to_string())
+}
+
+/// Run an operation so that a bug in it (a panic) becomes an error for its caller
+/// instead of taking the store's actor, and with it the store, down.
+async fn contained<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!("an operation panicked; the store goes on");
+        Err(Error::backend("internal error while running the operation"))
+    })
 }
 
 /// How an operation must be ordered.
@@ -155,6 +190,20 @@ pub fn access_of(op: &Op) -> Access {
         | Op::Gather { .. }
         | Op::Defrag { .. }
         | Op::CacheInvalidate { .. } => Access::Exclusive,
+    }
+}
+
+/// How a backend-level operation must be ordered: by the item its nested name belongs
+/// to, so it is ordered with the IPC operations on that item.
+pub fn raw_access_of(op: &RawOp) -> Access {
+    match op {
+        RawOp::Info(n) | RawOp::Delete(n) => Access::Item(item_of(n)),
+        RawOp::Load { name, .. } | RawOp::Store { name, .. } | RawOp::Hash { name, .. } => Access::Item(item_of(name)),
+        RawOp::Move { current, new } if item_of(current) == item_of(new) => Access::Item(item_of(current)),
+        RawOp::List(_) | RawOp::Quota => Access::Free,
+        RawOp::Move { .. } | RawOp::Mkdir(_) | RawOp::Rmdir(_) | RawOp::Gather(_) | RawOp::Defrag { .. } => {
+            Access::Exclusive
+        }
     }
 }
 
@@ -193,14 +242,21 @@ impl StoreState {
         let ok = |_| Outcome::Reply(Reply::Ok);
         match op {
             Op::Create => {
+                // As in Python borgstore, creating over an existing but empty store is
+                // fine; the backend refuses a non-empty one. The daemon keeps stores
+                // open, so close for the create and reopen whatever the outcome.
                 let mut opened = self.opened.lock().await;
                 if *opened {
-                    return Err(Error::new(ErrorKind::BackendAlreadyExists, "the store exists and is in use"));
+                    store.close().await?;
+                    *opened = false;
                 }
-                store.create().await?;
-                store.open().await?;
-                *opened = true;
-                Ok(Outcome::Reply(Reply::Ok))
+                let created = store.create().await;
+                match store.open().await {
+                    Ok(()) => *opened = true,
+                    Err(e) if created.is_ok() => return Err(e),
+                    Err(_) => {}
+                }
+                created.map(ok)
             }
             Op::Destroy => {
                 let mut opened = self.opened.lock().await;
@@ -218,6 +274,11 @@ impl StoreState {
                 self.execute_open(other).await
             }
         }
+    }
+
+    async fn execute_raw(&self, op: RawOp) -> Result<RawReply> {
+        self.ensure_open().await?;
+        self.store.raw(op).await
     }
 
     async fn execute_open(&self, op: Op) -> Result<Outcome> {

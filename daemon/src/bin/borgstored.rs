@@ -5,6 +5,7 @@
 use borgstore_daemon::actor::Registry;
 use borgstore_daemon::config::{DaemonConfig, Overrides};
 use borgstore_daemon::ipc_server::{self, ServerOptions};
+use borgstore_daemon::rest;
 use borgstore_daemon::systemd::{self, Notice};
 use clap::Parser;
 use std::path::PathBuf;
@@ -52,6 +53,15 @@ struct Args {
     /// Emulate a slow store: NAME=MICROSECONDS of latency per backend call (testing, benchmarks).
     #[arg(long = "latency", value_name = "NAME=US")]
     latencies: Vec<String>,
+    /// Also serve the REST protocol v1 on this TCP address, every store under /<name>/ (e.g. 127.0.0.1:5618).
+    #[arg(long, value_name = "HOST:PORT")]
+    rest: Option<String>,
+    /// Also serve the REST protocol v1 on this Unix socket (mode as --socket-mode), e.g. behind nginx.
+    #[arg(long, value_name = "PATH")]
+    rest_socket: Option<PathBuf>,
+    /// REST Basic auth for a store: NAME=USER:PASSWORD (repeatable; prefer the config file, flags show in ps).
+    #[arg(long = "rest-auth", value_name = "NAME=USER:PASS")]
+    rest_auth: Vec<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -102,8 +112,33 @@ fn load_config(args: &Args) -> Result<DaemonConfig, String> {
         allow_uids: args.allow_uids.clone(),
         allow_gids: args.allow_gids.clone(),
         latencies: args.latencies.clone(),
+        rest: args.rest.clone(),
+        rest_socket: args.rest_socket.clone(),
+        rest_auth: args.rest_auth.clone(),
     };
     DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
+}
+
+type RestRunning = (actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>);
+
+/// Start the REST listeners the config asks for (none: Ok(None)).
+fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Result<Option<RestRunning>> {
+    let mut listeners = Vec::new();
+    if let Some(addr) = &config.rest {
+        listeners.push(rest::Listen::Tcp(std::net::TcpListener::bind(addr)?));
+        tracing::info!("REST on http://{addr}/<store>/");
+    }
+    if let Some(path) = &config.rest_socket {
+        listeners.push(rest::Listen::Unix(rest::bind_unix(path, config.socket_mode)?));
+        tracing::info!("REST on unix:{}", path.display());
+    }
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let options = rest::RestOptions { mount: rest::Mount::PerStore, max_body: config.rest_max_body, workers: 2 };
+    let server = rest::server(registry.clone(), &options, listeners)?;
+    let handle = server.handle();
+    Ok(Some((handle, actix_rt::spawn(server))))
 }
 
 async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>) -> i32 {
@@ -136,6 +171,13 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
     let options =
         ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };
     let server = tokio::spawn(ipc_server::serve(listener, registry.clone(), options, stop_rx));
+    let rest = match start_rest(&config, &registry) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the REST listener: {e}");
+            return 1;
+        }
+    };
     systemd::notify(Notice::Ready);
     systemd::notify(Notice::Status(&format!("serving {} store(s)", names.len())));
     if let Some(interval) = systemd::watchdog_interval() {
@@ -161,6 +203,10 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
     systemd::notify(Notice::Stopping);
     systemd::notify(Notice::Status("draining in-flight requests"));
     let _ = stop_tx.send(true);
+    if let Some((handle, task)) = rest {
+        handle.stop(true).await;
+        let _ = task.await;
+    }
     let _ = server.await;
     let mut code = 0;
     for (name, result) in registry.shutdown().await {

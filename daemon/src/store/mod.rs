@@ -6,7 +6,9 @@
 //! - recursive sorted listing ([`list`]),
 //! - hash, gather and defrag with namespace-relative names,
 //! - statistics with the Python key names ([`stats`]) and latency/bandwidth emulation
-//!   ([`emulator`]).
+//!   ([`emulator`]),
+//! - backend-level calls on nested names for the REST front end ([`raw`]), counted and
+//!   emulated like everything else.
 //!
 //! A [`Store`] is a cheap handle (`Clone`) that may be used from many tasks; ordering
 //! of operations is the caller's business (the daemon's store actor provides it).
@@ -15,6 +17,7 @@ pub mod config;
 pub mod emulator;
 pub mod list;
 pub mod nesting;
+pub mod raw;
 pub mod stats;
 
 use crate::backends::{Backend, DefragTarget};
@@ -26,6 +29,7 @@ pub use config::{NamespaceConfig, Namespaces};
 pub use emulator::Emulator;
 pub use list::Lister;
 use nesting::{nest, unnest};
+pub use raw::{RawOp, RawReply};
 use stats::StatsCounters;
 use std::future::Future;
 use std::sync::{Arc, Mutex};

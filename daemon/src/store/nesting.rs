@@ -70,6 +70,29 @@ pub fn unnest(name: &str, namespace: &str, remove_suffix: Option<&str>) -> Resul
     Ok(format!("{prefix}{key}"))
 }
 
+/// The item a nested backend name belongs to: `ns/01/23/0123ab.del` gives `ns/0123ab`.
+///
+/// Nesting directories are recognised by shape (each is the next two characters of the
+/// leaf), so no configuration is needed; the daemon uses this to order backend-level
+/// (REST) operations with the item-level (IPC) operations on the same item.
+pub fn item_of(nested: &str) -> String {
+    let name = nested.strip_suffix(crate::names::DEL_SUFFIX).unwrap_or(nested);
+    let parts: Vec<&str> = name.split('/').collect();
+    let (leaf, dirs) = parts.split_last().expect("split yields at least one part");
+    // `get` rather than indexing: names reach here before validation and may hold
+    // multi-byte characters, and this must never panic.
+    let nesting_at = |levels: usize| {
+        levels <= dirs.len() && (0..levels).all(|i| Some(dirs[dirs.len() - levels + i]) == leaf.get(2 * i..2 * i + 2))
+    };
+    let levels = (1..=dirs.len()).rev().find(|&l| nesting_at(l)).unwrap_or(0);
+    let mut out = dirs[..dirs.len() - levels].join("/");
+    if !out.is_empty() {
+        out.push('/');
+    }
+    out.push_str(leaf);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +108,32 @@ mod tests {
         assert_eq!(unnest("data/01/0123.del", "data/", Some(".del")).unwrap(), "data/0123");
         assert_eq!(unnest("01/0123", "", None).unwrap(), "0123");
         assert!(unnest("other/01/0123", "data", None).is_err());
+    }
+
+    #[test]
+    fn item_of_nested_names() {
+        assert_eq!(item_of("data/01/23/0123abcd"), "data/0123abcd");
+        assert_eq!(item_of("data/01/23/0123abcd.del"), "data/0123abcd");
+        assert_eq!(item_of("data/0123abcd"), "data/0123abcd");
+        assert_eq!(item_of("config/main"), "config/main");
+        assert_eq!(item_of("01/0123"), "0123");
+        assert_eq!(item_of("a/b/01/0123"), "a/b/0123");
+        assert_eq!(item_of("data/02/0123"), "data/02/0123");
+        assert_eq!(item_of(""), "");
+        assert_eq!(item_of("data/\u{ff}/\u{ff}\u{fe}"), "data/\u{ff}\u{fe}");
+        assert_eq!(item_of("d/\u{e9}x/\u{e9}"), "d/\u{e9}x/\u{e9}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn item_of_never_panics(name in ".{0,60}") {
+            let _ = item_of(&name);
+        }
+
+        #[test]
+        fn item_of_inverts_nest(key in "[0-9a-f]{8,64}", levels in 0u32..4, del: bool) {
+            let nested = nest(&format!("data/{key}"), levels, del.then_some(".del")).unwrap();
+            proptest::prop_assert_eq!(item_of(&nested), format!("data/{key}"));
+        }
     }
 }

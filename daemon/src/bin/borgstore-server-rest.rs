@@ -1,0 +1,298 @@
+//! `borgstore-server-rest`: one store over the borgstore REST protocol v1, a drop-in
+//! for the Python server of the same name (same flags, same defaults).
+//!
+//! Requests go through a store actor exactly as in `borgstored`, so the REST semantics
+//! are the daemon's. See `--help`, README.md and REST-API.md.
+
+use borgstore_daemon::actor::Registry;
+use borgstore_daemon::config::{file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_REST_MAX_BODY};
+use borgstore_daemon::rest::{self, Listen, Mount, RestOptions};
+use borgstore_daemon::systemd::{self, Notice};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Serve one borgstore backend over the borgstore REST protocol v1 (borg 2: `borg -r http://...`).
+///
+/// Listens on --host/--port (TCP), on the socket systemd passes (--socket-activation), or
+/// speaks HTTP on stdin/stdout (--stdio, what `rest://` URLs start over ssh).
+#[derive(Parser, Debug)]
+#[command(name = "borgstore-server-rest", version, about, long_about)]
+struct Args {
+    /// Address to listen on (ignored with --socket-activation and --stdio).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (ignored with --socket-activation and --stdio).
+    #[arg(long, default_value_t = 5618)]
+    port: u16,
+    /// Backend URL, e.g. file:///srv/repos/main, or FILE:path for a path relative to the
+    /// working directory (~ expanded), as `rest://` clients pass it.
+    #[arg(long)]
+    backend: String,
+    /// Basic auth username (with --password; without both, no authentication).
+    #[arg(long, env = "BORGSTORE_REST_USERNAME", hide_env_values = true)]
+    username: Option<String>,
+    /// Basic auth password.
+    #[arg(long, env = "BORGSTORE_REST_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Permissions (file: backends): a JSON object {"path": "letters", ...} or one of
+    /// borgbackup-all, borgbackup-no-delete, borgbackup-write-only, borgbackup-read-only.
+    #[arg(long)]
+    permissions: Option<String>,
+    /// Quota in bytes (file: backends).
+    #[arg(long)]
+    quota: Option<u64>,
+    /// Serve on the one socket systemd passes (LISTEN_FDS, fd 3).
+    #[arg(long)]
+    socket_activation: bool,
+    /// Speak HTTP/1.1 on stdin/stdout; logs go to stderr; exit 0 at EOF.
+    #[arg(long)]
+    stdio: bool,
+    /// Largest request body (stored value) accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_REST_MAX_BODY, value_name = "BYTES")]
+    max_body: u64,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Log filter (tracing EnvFilter syntax) [env: RUST_LOG; default: info].
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// The letter maps of the borgbackup shortcuts, as Python borgstore defines them
+/// (see borg's repository code): None means no restriction.
+fn shortcut(name: &str) -> Option<Option<BTreeMap<String, String>>> {
+    let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    Some(match name {
+        "borgbackup-all" => None,
+        "borgbackup-no-delete" => map(&[
+            ("", "lr"),
+            ("archives", "lrw"),
+            ("cache", "lrwWD"),
+            ("config", "lrW"),
+            ("data", "lrw"),
+            ("keys", "lr"),
+            ("locks", "lrwD"),
+        ]),
+        "borgbackup-write-only" => map(&[
+            ("", "l"),
+            ("archives", "lw"),
+            ("cache", "lrwWD"),
+            ("config", "lrW"),
+            ("data", "lw"),
+            ("keys", "lr"),
+            ("locks", "lrwD"),
+        ]),
+        "borgbackup-read-only" => map(&[("", "lr"), ("locks", "lrwD")]),
+        _ => return None,
+    })
+}
+
+fn permissions(value: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    if let Some(p) = shortcut(value) {
+        return Ok(p);
+    }
+    serde_json::from_str::<BTreeMap<String, String>>(value).map(Some).map_err(|_| {
+        format!(
+            "invalid --permissions {value:?}: use borgbackup-all, borgbackup-no-delete, borgbackup-write-only, \
+             borgbackup-read-only or a JSON object like {{\"\": \"lr\", \"data\": \"lrw\"}}"
+        )
+    })
+}
+
+/// `FILE:path` (relative to the working directory, ~ expanded) -> a file:// URL.
+fn backend_url(backend: &str) -> Result<String, String> {
+    let Some(path) = backend.strip_prefix("FILE:") else {
+        return Ok(backend.to_string());
+    };
+    let expanded: PathBuf = if let Some(rest) = path.strip_prefix('~') {
+        let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let home = if user.is_empty() {
+            std::env::var_os("HOME").map(PathBuf::from).ok_or("FILE:~ needs $HOME")?
+        } else {
+            nix::unistd::User::from_name(user)
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+                .ok_or_else(|| format!("FILE:~{user}: no such user"))?
+        };
+        home.join(tail)
+    } else {
+        PathBuf::from(path)
+    };
+    let absolute = std::path::absolute(&expanded).map_err(|e| format!("FILE:{path}: {e}"))?;
+    Ok(file_url(&normalize(&absolute)))
+}
+
+/// Remove `.` and resolve `..` lexically (the path may not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn config(args: &Args) -> Result<DaemonConfig, String> {
+    let url = backend_url(&args.backend)?;
+    let mut store = StoreSettings::new(url.clone());
+    let is_file = url.starts_with("file:");
+    if let Some(p) = &args.permissions {
+        if !is_file {
+            return Err("--permissions only works with file: backends".into());
+        }
+        store.permissions = permissions(p)?;
+    }
+    if let Some(q) = args.quota {
+        if !is_file {
+            return Err("--quota only works with file: backends".into());
+        }
+        store.quota = Some(q);
+    }
+    store.rest_username = args.username.clone();
+    store.rest_password = args.password.clone();
+    store.permissions().map_err(|e| e.message)?;
+    Ok(DaemonConfig {
+        socket: PathBuf::new(),
+        socket_mode: 0o660,
+        max_frame: DEFAULT_MAX_FRAME,
+        rest: None,
+        rest_socket: None,
+        rest_max_body: args.max_body,
+        stores: BTreeMap::from([("rest".to_string(), store)]),
+    })
+}
+
+/// The systemd-passed socket as a listener (Unix or TCP, whatever it is).
+fn adopt(fd: OwnedFd) -> std::io::Result<Listen> {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(std::io::Error::from)?;
+    Ok(match addr.family() {
+        Some(AddressFamily::Unix) => Listen::Unix(std::os::unix::net::UnixListener::from(fd)),
+        _ => Listen::Tcp(std::net::TcpListener::from(fd)),
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let inherited = if args.socket_activation {
+        match systemd::listen_fds() {
+            Ok(fds) if fds.len() == 1 => fds.into_iter().next().map(|(_, fd)| fd),
+            Ok(fds) => {
+                eprintln!(
+                    "borgstore-server-rest: --socket-activation needs exactly one socket from systemd, got {}",
+                    fds.len()
+                );
+                std::process::exit(2);
+            }
+            Err(e) => {
+                eprintln!("borgstore-server-rest: bad socket activation environment: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
+    let filter = args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("borgstore-server-rest: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let system = actix_rt::System::with_tokio_rt(move || runtime().expect("tokio runtime"));
+    let code = system.block_on(run(args, config, inherited));
+    std::process::exit(code);
+}
+
+async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i32 {
+    let registry = match Registry::start(&config).await {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!("{}", e.message);
+            return 1;
+        }
+    };
+    let options =
+        RestOptions { mount: Mount::Root("rest".into()), max_body: config.rest_max_body, workers: args.workers };
+    let stdio_dir = if args.stdio { tempfile::Builder::new().prefix("borgstore-rest-").tempdir().ok() } else { None };
+    let listener = if let Some(fd) = inherited {
+        adopt(fd).map(|l| (l, "the socket from systemd".to_string()))
+    } else if let Some(dir) = &stdio_dir {
+        rest::bind_unix(&dir.path().join("http.sock"), 0o600).map(|l| (Listen::Unix(l), "stdin/stdout".to_string()))
+    } else if args.stdio {
+        Err(std::io::Error::other("cannot make a private temporary directory for --stdio"))
+    } else {
+        let addr = format!("{}:{}", args.host, args.port);
+        std::net::TcpListener::bind(&addr).map(|l| (Listen::Tcp(l), format!("http://{addr}/")))
+    };
+    let (listener, where_) = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen: {e}");
+            return 1;
+        }
+    };
+    let server = match rest::server(registry.clone(), &options, vec![listener]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot start the HTTP server: {e}");
+            return 1;
+        }
+    };
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    tracing::info!("borgstore REST server on {where_}");
+    systemd::notify(Notice::Ready);
+
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return 1;
+        }
+    };
+    let mut code = 0;
+    if let Some(dir) = &stdio_dir {
+        let sock = dir.path().join("http.sock");
+        tokio::select! {
+            r = rest::stdio::pump(&sock) => if let Err(e) = r {
+                tracing::error!("stdio: {e}");
+                code = 1;
+            },
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    } else {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+    }
+    systemd::notify(Notice::Stopping);
+    handle.stop(true).await;
+    let _ = task.await;
+    for (_, result) in registry.shutdown().await {
+        if let Err(e) = result {
+            tracing::error!("closing the store failed: {}", e.message);
+            code = 1;
+        }
+    }
+    code
+}
