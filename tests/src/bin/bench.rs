@@ -7,6 +7,12 @@
 //! namespace with 2 nesting levels; each against the in-process engine, the daemon with
 //! one client doing one request at a time, and the daemon with 16 concurrent clients.
 //! It also prints the daemon's memory before and after 64 concurrent clients.
+//!
+//! The REST section runs the Python borgstore REST client (store, load, info, list of
+//! 4 KiB values) against the Python `borgstore-server-rest` and against ours on the same
+//! workload, and `wrk` on GET of one 4 KiB object against both.
+//!
+//! Sections: `bench [--quick|--smoke] [ipc] [rest]` (default: both).
 
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
@@ -152,9 +158,24 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
     // --smoke: tiny counts, for tests/run to prove the benchmark still runs.
-    let smoke = std::env::args().any(|a| a == "--smoke");
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let sections: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let want = |s: &str| sections.is_empty() || sections.contains(&s);
+    println!("borgstore-rs benchmark; ops/s, higher is better");
+    let profile = if cfg!(debug_assertions) { "debug build: numbers are not representative" } else { "release build" };
+    println!("{profile}\n");
+    if want("ipc") {
+        ipc_section(quick, smoke).await;
+    }
+    if want("rest") {
+        rest_section(quick, smoke);
+    }
+}
+
+async fn ipc_section(quick: bool, smoke: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = Vec::new();
     for s in ["small", "big", "mem"] {
@@ -167,9 +188,7 @@ async fn main() {
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
-    println!("borgstore-rs benchmark (posixfs, data/ at 2 nesting levels); ops/s, higher is better");
-    let profile = if cfg!(debug_assertions) { "debug build: numbers are not representative" } else { "release build" };
-    println!("{profile}\n");
+    println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels)\n");
     for (label, size, n, store) in [
         ("4 KiB", 4096, pick(smoke, quick, 20, 500, 3000), "small"),
         ("8 MiB", 8 << 20, pick(smoke, quick, 2, 8, 40), "big"),
@@ -218,4 +237,49 @@ async fn main() {
         "daemon memory (RSS): {before} KiB idle, {after} KiB after 64 concurrent clients (ratio {:.2})",
         after as f64 / before.max(1) as f64
     );
+}
+
+/// Python REST client against Python's server and ours; wrk GETs against both.
+fn rest_section(quick: bool, smoke: bool) {
+    use borgstore_tests::python::{run_ok, Version};
+    use borgstore_tests::rest::{request, Impl, RestServer};
+    let n = pick(smoke, quick, 20, 300, 2000);
+    println!("== REST: Python borgstore REST client, 4 KiB values, {n} items (list: whole listings/s)\n");
+    let mut rates: Vec<BTreeMap<String, f64>> = Vec::new();
+    let mut wrk_rates = Vec::new();
+    for which in [Impl::Python, Impl::Ours] {
+        let server = RestServer::start(which, &[]);
+        let out = run_ok(Version::V070, "bench_rest.py", &[&server.url(None), "4096", &n.to_string()], &[]);
+        rates.push(serde_json::from_str(&out).expect("bench_rest.py output"));
+        assert_eq!(request(server.port, "POST", "/?cmd=create", None, &[], b"").status, 200);
+        assert_eq!(request(server.port, "POST", "/data/obj", None, &[], &[7u8; 4096]).status, 200);
+        let secs = pick(smoke, quick, 1, 5, 10);
+        wrk_rates.push(wrk(&format!("http://127.0.0.1:{}/data/obj", server.port), secs));
+    }
+    println!("{:<7} {:>16} {:>16} {:>8}", "op", "Python server", "our server", "ratio");
+    for op in ["store", "load", "info", "list"] {
+        let (p, o) = (rates[0][op], rates[1][op]);
+        println!("{op:<7} {p:>16.0} {o:>16.0} {:>8.2}", o / p);
+    }
+    println!();
+    match (&wrk_rates[0], &wrk_rates[1]) {
+        (Ok(p), Ok(o)) => {
+            println!("wrk, GET of one 4 KiB object, 2 threads, 16 connections: requests/s");
+            println!("{:<7} {p:>16.0} {o:>16.0} {:>8.2}\n", "GET", o / p);
+        }
+        (Err(e), _) | (_, Err(e)) => println!("(no wrk numbers: {e})\n"),
+    }
+}
+
+/// Requests/s of `wrk` GETting `url` for `secs` seconds.
+fn wrk(url: &str, secs: usize) -> Result<f64, String> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "-H", "Accept: application/vnd.x.borgstore.rest.v1", url])
+        .output()
+        .map_err(|e| format!("wrk: {e} (apt-get install wrk)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("unexpected wrk output: {text}"))
 }
