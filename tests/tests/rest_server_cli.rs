@@ -45,12 +45,16 @@ fn socket_activation_with_systemd_socket_activate() {
         std::thread::sleep(Duration::from_millis(25));
     }
     // The first connection starts the server, which adopts the listening socket.
-    let created =
-        unix_request(&sock, &format!("POST /?cmd=create HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
+    let created = unix_request(
+        &sock,
+        &format!("POST /?cmd=create HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+    );
     assert!(created.starts_with("HTTP/1.1 200"), "{created}");
     let stored = unix_request(
         &sock,
-        &format!("POST /config/x HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"),
+        &format!(
+            "POST /config/x HTTP/1.1\r\nHost: x\r\n{ACCEPT}\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+        ),
     );
     assert!(stored.starts_with("HTTP/1.1 200"), "{stored}");
     assert_eq!(std::fs::read(dir.path().join("store/config/x")).unwrap(), b"hello");

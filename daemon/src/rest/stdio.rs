@@ -55,8 +55,7 @@ pub async fn forward_requests(
                 Ok(httparse::Status::Complete(head_len)) => {
                     let has_host = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("host"));
                     let chunked = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("transfer-encoding")
-                            && !h.value.eq_ignore_ascii_case(b"identity")
+                        h.name.eq_ignore_ascii_case("transfer-encoding") && !h.value.eq_ignore_ascii_case(b"identity")
                     });
                     let length = req
                         .headers
