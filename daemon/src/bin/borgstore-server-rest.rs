@@ -6,19 +6,22 @@
 
 use borgstore_daemon::actor::Registry;
 use borgstore_daemon::config::{file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_REST_MAX_BODY};
-use borgstore_daemon::rest::{self, Listen, Mount, RestOptions};
+use borgstore_daemon::rest::{self, idle::Activity, Listen, Mount, RestOptions};
 use borgstore_daemon::systemd::{self, Notice};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Serve one borgstore backend over the borgstore REST protocol v1 (borg 2: `borg -r http://...`).
 ///
 /// Listens on --host/--port (TCP), on the socket systemd passes (--socket-activation), or
-/// speaks HTTP on stdin/stdout (--stdio, what `rest://` URLs start over ssh).
+/// speaks HTTP on stdin/stdout (--stdio, what `rest://` URLs start over ssh). With
+/// --idle-timeout it exits once idle; under socket activation the next connection starts
+/// it again (systemd/borgstore-rest@.service).
 #[derive(Parser, Debug)]
 #[command(name = "borgstore-server-rest", version, about, long_about)]
 struct Args {
@@ -57,6 +60,10 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Exit 0 after SECONDS with no request in flight and none arriving (0: never). Under
+    /// systemd socket activation the next connection starts the server again.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    idle_timeout: u64,
     /// Log filter (tracing EnvFilter syntax) [env: RUST_LOG; default: info].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -249,7 +256,8 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             return 1;
         }
     };
-    let server = match rest::server(registry.clone(), &options, vec![listener]) {
+    let activity = (args.idle_timeout > 0).then(Activity::new);
+    let server = match rest::server_tracked(registry.clone(), &options, vec![listener], activity.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start the HTTP server: {e}");
@@ -268,6 +276,12 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             return 1;
         }
     };
+    let idle = async {
+        match &activity {
+            Some(a) => a.idle(Duration::from_secs(args.idle_timeout)).await,
+            None => std::future::pending().await,
+        }
+    };
     let mut code = 0;
     if let Some(dir) = &stdio_dir {
         let sock = dir.path().join("http.sock");
@@ -278,11 +292,13 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             },
             _ = term.recv() => {},
             _ = int.recv() => {},
+            _ = idle => tracing::info!("no request for {} s: exiting", args.idle_timeout),
         }
     } else {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = int.recv() => tracing::info!("SIGINT: draining"),
+            _ = idle => tracing::info!("no request for {} s: exiting", args.idle_timeout),
         }
     }
     systemd::notify(Notice::Stopping);

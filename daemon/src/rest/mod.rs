@@ -9,17 +9,21 @@
 //! - [`range`]: the `Range` header of loads.
 //! - [`status`]: error kind -> HTTP status.
 //! - [`stdio`]: HTTP/1.1 on stdin/stdout (what `rest://` clients start over ssh).
+//! - [`idle`]: requests in flight, for `borgstore-server-rest --idle-timeout`.
 //!
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
 
 pub mod auth;
 pub mod handlers;
+pub mod idle;
 pub mod range;
 pub mod status;
 pub mod stdio;
 
 use crate::actor::Registry;
+use actix_web::body::MessageBody;
+use actix_web::dev::Service;
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
@@ -81,13 +85,36 @@ pub fn server(
     options: &RestOptions,
     listeners: Vec<Listen>,
 ) -> std::io::Result<actix_web::dev::Server> {
+    server_tracked(registry, options, listeners, None)
+}
+
+/// Like [`server`], counting every request in `activity` while it is in flight (until
+/// its response body has been sent).
+pub fn server_tracked(
+    registry: Arc<Registry>,
+    options: &RestOptions,
+    listeners: Vec<Listen>,
+    activity: Option<Arc<idle::Activity>>,
+) -> std::io::Result<actix_web::dev::Server> {
     let app = web::Data::new(RestApp::new(registry, options.mount.clone()));
     let max_body = usize::try_from(options.max_body).unwrap_or(usize::MAX);
     let mut http = HttpServer::new(move || {
+        let activity = activity.clone();
         App::new()
             .app_data(app.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0")))
+            .wrap_fn(move |req, srv| {
+                let request = activity.as_ref().map(|a| a.begin());
+                let response = srv.call(req);
+                async move {
+                    let response = response.await?;
+                    Ok(match request {
+                        Some(r) => response.map_body(|_, body| idle::Tracked::new(body.boxed(), r).boxed()),
+                        None => response.map_into_boxed_body(),
+                    })
+                }
+            })
             .default_service(web::to(handlers::dispatch))
     })
     .workers(options.workers.max(1))
