@@ -20,6 +20,8 @@
 pub mod conformance;
 pub mod daemon;
 pub mod fixtures;
+pub mod moto;
 pub mod nginx;
 pub mod python;
 pub mod rest;
+pub mod sshd;

@@ -54,9 +54,14 @@ impl RestServer {
     }
 
     pub fn start_with_backend(which: Impl, dir: tempfile::TempDir, backend: &str, args: &[&str]) -> RestServer {
-        let port = free_port();
+        Self::start_on(which, dir, backend, free_port(), args)
+    }
+
+    /// Like [`RestServer::start_with_backend`] on a given port (e.g. to restart a server
+    /// where its clients expect it).
+    pub fn start_on(which: Impl, dir: tempfile::TempDir, backend: &str, port: u16, args: &[&str]) -> RestServer {
         let log = dir.path().join("server.log");
-        let logfile = std::fs::File::create(&log).expect("log file");
+        let logfile = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let exe = match which {
             Impl::Ours => binary("borgstore-server-rest"),
             Impl::Python => bin_dir(Version::V070).join("borgstore-server-rest"),
@@ -90,6 +95,14 @@ impl RestServer {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop the process and hand back its directory (for a restart on the same data).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let empty = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, empty)
     }
 
     /// Still running? (A crash shows here.)

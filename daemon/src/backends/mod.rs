@@ -6,6 +6,10 @@
 //! [`crate::store`] adds namespaces, nesting, soft delete and stats on top.
 //!
 //! - [`posixfs`]: `file:///abs/path`, a directory tree byte-compatible with Python borgstore.
+//! - `sftp` (feature `sftp`): `sftp://user@host:port/path` over russh + russh-sftp.
+//! - `s3` (feature `s3`): `s3:` and `b2:` URLs over aws-sdk-s3.
+//! - `rclone` (feature `rclone`): `rclone:remote:path`, driving `rclone rcd` over its rc API.
+//! - `rest_client` (feature `rest-client`): `http(s)://` and `rest://`, the REST protocol v1.
 //! - [`url`]: turns a store URL into a backend.
 //!
 //! A backend is shared (`Arc<dyn Backend>`) and called concurrently; it keeps its own
@@ -13,6 +17,14 @@
 //! blocking I/O goes to `tokio::task::spawn_blocking`.
 
 pub mod posixfs;
+#[cfg(feature = "rclone")]
+pub mod rclone;
+#[cfg(feature = "rest-client")]
+pub mod rest_client;
+#[cfg(feature = "s3")]
+pub mod s3;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 pub mod url;
 
 use crate::hashing::HashAlgorithm;

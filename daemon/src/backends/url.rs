@@ -1,7 +1,8 @@
 //! Store URLs -> backends (DESIGN.md section 7).
 //!
-//! Only `file:///abs/path` is built in so far; the remote schemes are recognised so that
-//! their URLs get a clear error instead of "invalid URL".
+//! `file:` is always built in; `sftp:`, `s3:`/`b2:`, `rclone:` and `http(s):`/`rest:`
+//! each come with their cargo feature. A URL for a backend whose feature was left out
+//! gets an error naming the feature, not "invalid URL".
 
 use super::posixfs::{PosixFs, PosixFsOptions};
 use super::Backend;
@@ -43,14 +44,44 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
         return Err(Error::invalid("permissions and quota are only supported for file: URLs"));
     }
     let scheme = url.split(':').next().unwrap_or("");
+    let missing = |feature: &str| -> Result<Arc<dyn Backend>> {
+        Err(Error::invalid(format!(
+            "the {scheme}: backend is not in this build of borgstore-rs: rebuild with the cargo feature {feature:?}"
+        )))
+    };
     match scheme {
-        "sftp" | "s3" | "b2" | "rclone" | "http" | "https" | "rest" => {
-            Err(Error::invalid(format!("the {scheme}: backend is not available in this build of borgstore-rs yet")))
+        "sftp" => {
+            #[cfg(feature = "sftp")]
+            return super::sftp::from_url(url);
+            #[cfg(not(feature = "sftp"))]
+            return missing("sftp");
         }
-        _ => Err(Error::invalid(format!(
-            "invalid or unsupported store URL {} (expected file:///abs/path)",
-            crate::names::shown(url)
-        ))),
+        "s3" | "b2" => {
+            #[cfg(feature = "s3")]
+            return super::s3::from_url(url);
+            #[cfg(not(feature = "s3"))]
+            return missing("s3");
+        }
+        "rclone" => {
+            #[cfg(feature = "rclone")]
+            return super::rclone::from_url(url);
+            #[cfg(not(feature = "rclone"))]
+            return missing("rclone");
+        }
+        "http" | "https" | "rest" => {
+            #[cfg(feature = "rest-client")]
+            return super::rest_client::from_url(url);
+            #[cfg(not(feature = "rest-client"))]
+            return missing("rest-client");
+        }
+        _ => {
+            let _ = missing;
+            Err(Error::invalid(format!(
+                "invalid or unsupported store URL {} (expected file:///abs/path, sftp://, s3:, b2:, rclone:, \
+                 http(s):// or rest://)",
+                crate::names::shown(url)
+            )))
+        }
     }
 }
 

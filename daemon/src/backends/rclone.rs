@@ -1,0 +1,426 @@
+//! The rclone backend: `rclone:remote:path`, any of rclone's many storage systems.
+//!
+//! As in Python borgstore 0.7.0, opening the backend starts `rclone rcd` on a random
+//! loopback port with a random password (passed by environment, not on the command
+//! line) and every operation is a call to its rc HTTP API: `operations/stat`, `/list`,
+//! `/uploadfile`, `/movefile`, `/deletefile`, `/mkdir`, `/rmdir`, `/purge`, and plain
+//! GETs (with Range) for loads. Closing the backend ends the process; so does dropping
+//! it (kill on drop). `RCLONE_BINARY` picks the rclone binary; it must be >= 1.57.
+//! rclone reports no storage-side times, so atime and mtime are 0, as in Python.
+
+use super::Backend;
+use crate::names::{validate_item_name, validate_name, TMP_SUFFIX};
+use async_trait::async_trait;
+use borgstore_ipc::{Error, ErrorKind, ItemInfo, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// Loads and stores are tried this often when rclone answers 500.
+const TRIES: usize = 3;
+const RC_USER: &str = "borg";
+
+/// Make an rclone backend for `rclone:REMOTE:PATH` (passed to rclone as it is).
+pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
+    let path = url.strip_prefix("rclone:").ok_or_else(|| Error::invalid("rclone URLs start with rclone:"))?;
+    if path.is_empty() {
+        return Err(Error::invalid("rclone: URL needs a remote, e.g. rclone:myremote:path"));
+    }
+    Ok(Arc::new(Rclone::new(path)))
+}
+
+/// The rclone binary: `RCLONE_BINARY` or `rclone` on PATH.
+pub fn binary() -> String {
+    std::env::var("RCLONE_BINARY").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "rclone".into())
+}
+
+struct Rcd {
+    child: Child,
+    url: String,
+    password: String,
+}
+
+pub struct Rclone {
+    /// The rclone fs string: `remote:path/`.
+    fs: String,
+    http: reqwest::Client,
+    rcd: Mutex<Option<Rcd>>,
+}
+
+fn must_be_open() -> Error {
+    Error::new(ErrorKind::BackendMustBeOpen, "the backend must be open")
+}
+
+impl Rclone {
+    pub fn new(path: &str) -> Self {
+        let fs = if path.ends_with(':') || path.ends_with('/') { path.to_string() } else { format!("{path}/") };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(300))
+            .build()
+            .unwrap_or_default();
+        Rclone { fs, http, rcd: Mutex::new(None) }
+    }
+
+    /// rclone's version must be at least 1.57 (`rclone version` without a config).
+    async fn check_version() -> Result<()> {
+        let out = Command::new(binary())
+            .args(["rc", "--loopback", "core/version"])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| Error::new(ErrorKind::BackendDoesNotExist, format!("cannot run {}: {e}", binary())))?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+            Error::new(ErrorKind::BackendDoesNotExist, format!("{} rc core/version did not answer", binary()))
+        })?;
+        let parts: Vec<u64> =
+            v["decomposed"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+        if parts.as_slice() < [1, 57, 0].as_slice() {
+            return Err(Error::new(
+                ErrorKind::BackendDoesNotExist,
+                format!("rclone must be at least v1.57.0, found {}", v["version"].as_str().unwrap_or("unknown")),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start() -> Result<Rcd> {
+        Self::check_version().await?;
+        let password = hex::encode(rand::random::<[u8; 24]>());
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Error::backend(format!("no free port for rclone rcd: {e}")))?
+                .port();
+            let mut child = Command::new(binary())
+                .args(["rcd", "--rc-user", RC_USER, "--rc-addr", &format!("127.0.0.1:{port}")])
+                .args(["--rc-serve", "--use-server-modtime"])
+                .env("RCLONE_RC_PASS", &password)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| Error::backend(format!("cannot start {} rcd: {e}", binary())))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return Ok(Rcd { child, url: format!("http://127.0.0.1:{port}/"), password });
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // e.g. the port was taken meanwhile: try another
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill().await;
+                    return Err(Error::backend("rclone rcd did not start listening within 30 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Err(Error::backend("rclone rcd failed to start (5 attempts)"))
+    }
+
+    async fn endpoint(&self) -> Result<(String, String)> {
+        let guard = self.rcd.lock().await;
+        let rcd = guard.as_ref().ok_or_else(must_be_open)?;
+        Ok((rcd.url.clone(), rcd.password.clone()))
+    }
+
+    /// Send a request built by `make`, retrying 500s `tries` times.
+    async fn send(
+        &self,
+        tries: usize,
+        make: impl Fn(&str, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let (url, password) = self.endpoint().await?;
+        let mut last = None;
+        for _ in 0..tries.max(1) {
+            let r = make(&url, &password)
+                .send()
+                .await
+                .map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))?;
+            let status = r.status().as_u16();
+            if status == 200 || status == 206 {
+                return Ok(r);
+            }
+            let text = r.text().await.unwrap_or_default();
+            let err = Error::new(classify(status, &text), format!("rclone: error {status}: {}", short(&text)));
+            if status != 500 || err.kind != ErrorKind::Backend {
+                return Err(err);
+            }
+            last = Some(err);
+        }
+        Err(last.unwrap_or_else(|| Error::backend("rclone: no answer")))
+    }
+
+    async fn rpc(&self, command: &str, input: Value) -> Result<Value> {
+        let body = input.to_string();
+        let r = self
+            .send(1, |url, pw| {
+                self.http
+                    .post(format!("{url}{command}"))
+                    .basic_auth(RC_USER, Some(pw))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let bytes = r.bytes().await.map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::backend(format!("rclone sent invalid JSON: {e}")))
+    }
+
+    async fn is_open(&self) -> bool {
+        self.rcd.lock().await.is_some()
+    }
+
+    fn item(name: &str, v: &Value) -> ItemInfo {
+        ItemInfo {
+            name: v["Name"].as_str().unwrap_or(name).to_string(),
+            exists: true,
+            size: v["Size"].as_i64().unwrap_or(0).max(0) as u64,
+            directory: v["IsDir"].as_bool().unwrap_or(false),
+            atime: 0.0,
+            mtime: 0.0,
+        }
+    }
+
+    /// Start rclone rcd (the backend is open from here on).
+    async fn start_rcd(&self) -> Result<()> {
+        let mut guard = self.rcd.lock().await;
+        if guard.is_some() {
+            return Err(not_open_error());
+        }
+        *guard = Some(Self::start().await?);
+        drop(guard);
+        self.rpc("rc/noop", json!({"value": "noop"})).await.map(|_| ())
+    }
+
+    /// Run `f` with rcd running just for it (create and destroy).
+    async fn with_open<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.start_rcd().await?;
+        let result = f.await;
+        let closed = self.close().await;
+        let value = result?;
+        closed?;
+        Ok(value)
+    }
+}
+
+/// rclone answers "not found" conditions of operations (not of GETs) with 500 and a
+/// message; tell those apart from real failures.
+fn classify(status: u16, text: &str) -> ErrorKind {
+    let t = text.to_ascii_lowercase();
+    if status == 404
+        || t.contains("object not found")
+        || t.contains("directory not found")
+        || t.contains("no such file or directory")
+        || t.contains("not a directory")
+    {
+        ErrorKind::ObjectNotFound
+    } else {
+        ErrorKind::Backend
+    }
+}
+
+/// The error text of an rc answer without the echoed input (which holds local paths).
+fn short(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => v["error"].as_str().unwrap_or("unknown error").to_string(),
+        Err(_) => text.trim().chars().take(300).collect(),
+    }
+}
+
+fn not_open_error() -> Error {
+    Error::new(ErrorKind::BackendMustNotBeOpen, "the backend must not be open")
+}
+
+/// Listing options: one level, and no per-object metadata reads rclone would need for
+/// times and MIME types.
+fn list_opt() -> Value {
+    json!({"recurse": false, "noModTime": true, "noMimeType": true})
+}
+
+#[async_trait]
+impl Backend for Rclone {
+    async fn create(&self) -> Result<()> {
+        if self.is_open().await {
+            return Err(not_open_error());
+        }
+        self.with_open(async {
+            match self.list("").await {
+                Ok(items) if !items.is_empty() => {
+                    return Err(Error::new(
+                        ErrorKind::BackendAlreadyExists,
+                        "the rclone storage path exists and is not empty",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind == ErrorKind::ObjectNotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.mkdir("").await
+        })
+        .await
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        if self.is_open().await {
+            return Err(not_open_error());
+        }
+        self.with_open(async {
+            if !self.info("").await?.exists {
+                return Err(Error::new(ErrorKind::BackendDoesNotExist, "the rclone storage path does not exist"));
+            }
+            self.rpc("operations/purge", json!({"fs": self.fs, "remote": ""})).await.map(|_| ())
+        })
+        .await
+    }
+
+    async fn open(&self) -> Result<()> {
+        self.start_rcd().await?;
+        match self.info("").await {
+            Ok(i) if i.exists && i.directory => Ok(()),
+            Ok(_) => {
+                let _ = self.close().await;
+                Err(Error::new(ErrorKind::BackendDoesNotExist, "the rclone storage path does not exist"))
+            }
+            Err(e) => {
+                let _ = self.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        let rcd = self.rcd.lock().await.take().ok_or_else(must_be_open)?;
+        let mut child = rcd.child;
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
+    async fn mkdir(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        self.rpc("operations/mkdir", json!({"fs": self.fs, "remote": name})).await.map(|_| ())
+    }
+
+    async fn rmdir(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        self.rpc("operations/rmdir", json!({"fs": self.fs, "remote": name})).await.map(|_| ())
+    }
+
+    async fn info(&self, name: &str) -> Result<ItemInfo> {
+        validate_name(name)?;
+        let r = self.rpc("operations/stat", json!({"fs": self.fs, "remote": name, "opt": list_opt()})).await;
+        match r {
+            Ok(v) if v["item"].is_object() => Ok(Self::item(name, &v["item"])),
+            Ok(_) => Ok(ItemInfo::missing(name)),
+            Err(e) if e.kind == ErrorKind::ObjectNotFound => Ok(ItemInfo::missing(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes> {
+        validate_item_name(name)?;
+        if size == Some(0) {
+            return match self.info(name).await? {
+                i if i.exists => Ok(Bytes::new()),
+                _ => Err(Error::new(ErrorKind::ObjectNotFound, format!("{} not found", crate::names::shown(name)))),
+            };
+        }
+        let range = match (offset, size) {
+            (0, None) => None,
+            (o, None) if o > 0 => Some(format!("bytes={o}-")),
+            (o, Some(s)) if o >= 0 => Some(format!("bytes={o}-{}", o as u64 + s - 1)),
+            (o, _) => Some(format!("bytes=-{}", o.unsigned_abs())),
+        };
+        let path = format!("[{}]/{name}", self.fs);
+        let get = || {
+            self.send(TRIES, |url, pw| {
+                let mut rb = self.http.get(format!("{url}{path}")).basic_auth(RC_USER, Some(pw));
+                if let Some(r) = &range {
+                    rb = rb.header("range", r);
+                }
+                rb
+            })
+        };
+        // rclone's server-side move deletes an existing target before it renames, so a
+        // load racing with an overwrite (our stores end in such a move) can find no
+        // object for a moment; look again a few times (0.4 s in all) before calling it missing.
+        let mut result = get().await;
+        for pause in [10, 30, 90, 270] {
+            match &result {
+                Err(e) if e.kind == ErrorKind::ObjectNotFound => {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    result = get().await;
+                }
+                _ => break,
+            }
+        }
+        let r = result?;
+        let mut data =
+            r.bytes().await.map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone: load cut off: {e}")))?;
+        if offset < 0 {
+            if let Some(s) = size {
+                data.truncate(usize::try_from(s).unwrap_or(usize::MAX));
+            }
+        }
+        Ok(data)
+    }
+
+    async fn store(&self, name: &str, value: Bytes) -> Result<()> {
+        validate_item_name(name)?;
+        // Upload under a temp name (hidden from list) and rename: rclone writes uploads
+        // in place on some remotes (local among them), and a reader must never see half
+        // a value.
+        let (dir, leaf) = name.rsplit_once('/').unwrap_or(("", name));
+        let query = serde_urlencoded::to_string([("fs", self.fs.as_str()), ("remote", dir)]).unwrap_or_default();
+        let temp_leaf = format!("{leaf}.{}{TMP_SUFFIX}", hex::encode(rand::random::<[u8; 6]>()));
+        let temp = if dir.is_empty() { temp_leaf.clone() } else { format!("{dir}/{temp_leaf}") };
+        let leaf = temp_leaf;
+        self.send(TRIES, |url, pw| {
+            let part = reqwest::multipart::Part::stream(value.clone())
+                .file_name(leaf.clone())
+                .mime_str("application/octet-stream")
+                .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
+            let form = reqwest::multipart::Form::new().part("file", part);
+            self.http.post(format!("{url}operations/uploadfile?{query}")).basic_auth(RC_USER, Some(pw)).multipart(form)
+        })
+        .await?;
+        let input = json!({"srcFs": self.fs, "srcRemote": temp, "dstFs": self.fs, "dstRemote": name});
+        if let Err(e) = self.rpc("operations/movefile", input).await {
+            let _ = self.rpc("operations/deletefile", json!({"fs": self.fs, "remote": temp})).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        validate_item_name(name)?;
+        self.rpc("operations/deletefile", json!({"fs": self.fs, "remote": name})).await.map(|_| ())
+    }
+
+    async fn move_(&self, current: &str, new: &str) -> Result<()> {
+        validate_item_name(current)?;
+        validate_item_name(new)?;
+        let input = json!({"srcFs": self.fs, "srcRemote": current, "dstFs": self.fs, "dstRemote": new});
+        self.rpc("operations/movefile", input).await.map(|_| ())
+    }
+
+    async fn list(&self, name: &str) -> Result<Vec<ItemInfo>> {
+        validate_name(name)?;
+        let v = self.rpc("operations/list", json!({"fs": self.fs, "remote": name, "opt": list_opt()})).await?;
+        let mut items: Vec<ItemInfo> =
+            v["list"].as_array().map(|a| a.iter().map(|i| Self::item("", i)).collect()).unwrap_or_default();
+        // Skip what is not ours or still uploading.
+        items.retain(|i| !i.name.ends_with(TMP_SUFFIX) && validate_name(&i.name).is_ok() && !i.name.contains('/'));
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(items)
+    }
+}
