@@ -95,3 +95,73 @@ async fn rest_over_ssh_stdio_with_borgstore_rsh() {
     be.destroy().await.unwrap();
     assert!(!store.exists());
 }
+
+/// A TCP proxy in front of the server that, once, forwards a request whose first line
+/// starts with `victim` but swallows the server's answer and cuts the client's
+/// connection: the operation happened, its reply was lost.
+fn reply_eating_proxy(server_port: u16, victim: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let eaten = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = eaten.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut upstream = std::net::TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    // One request: small bodies only, read until the head is complete.
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let eat = buf[..n].starts_with(victim.as_bytes()) && !flag.swap(true, Ordering::SeqCst);
+                    upstream.write_all(&buf[..n]).unwrap();
+                    let mut resp = vec![0u8; 1 << 16];
+                    let m = upstream.read(&mut resp).unwrap_or(0);
+                    if eat {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if m == 0 || client.write_all(&resp[..m]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, eaten)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_or_move_whose_reply_was_lost_counts_as_done() {
+    let server = RestServer::start(Impl::Ours, &[]);
+    let setup = backend_from_url(&server.url(None), Default::default()).unwrap();
+    setup.create().await.unwrap();
+    setup.open().await.unwrap();
+    setup.store("config/gone", Bytes::from_static(b"x")).await.unwrap();
+    setup.store("config/from", Bytes::from_static(b"y")).await.unwrap();
+
+    for (victim, op) in [("DELETE /config/gone", "delete"), ("POST /?cmd=move", "move")] {
+        let (port, eaten) = reply_eating_proxy(server.port, victim);
+        let be = backend_from_url(&format!("http://127.0.0.1:{port}/"), Default::default()).unwrap();
+        be.open().await.unwrap();
+        let result = match op {
+            "delete" => be.delete("config/gone").await,
+            _ => be.move_("config/from", "config/to").await,
+        };
+        assert!(eaten.load(std::sync::atomic::Ordering::SeqCst), "the proxy ate a reply for {op}");
+        result.unwrap_or_else(|e| panic!("{op} after a lost reply: {e}"));
+        be.close().await.unwrap();
+    }
+    assert!(!setup.info("config/gone").await.unwrap().exists);
+    assert!(!setup.info("config/from").await.unwrap().exists);
+    assert_eq!(setup.load("config/to", 0, None).await.unwrap(), "y");
+    // Without a lost reply, a missing item is still an error.
+    assert_eq!(setup.delete("config/gone").await.unwrap_err().kind, ErrorKind::ObjectNotFound);
+    setup.close().await.unwrap();
+}
