@@ -105,7 +105,16 @@ impl Registry {
             posixfs: PosixFsOptions { permissions: settings.permissions()?, quota: settings.quota, fsync: false },
         };
         let backend = backend_from_url(&settings.url, options)?;
-        let store = Store::with_emulator(backend, settings.namespaces()?, settings.emulator()?);
+        let cache = match &settings.cache_url {
+            Some(url) if !settings.cache.is_empty() => {
+                let cache_backend = backend_from_url(url, BackendOptions::default())
+                    .map_err(|e| Error::new(e.kind, format!("cache_url: {}", e.message)))?;
+                let policies = settings.cache.iter().map(|(ns, p)| (ns.clone(), *p)).collect();
+                Some(crate::store::cache::Cache::new(cache_backend, policies))
+            }
+            _ => None,
+        };
+        let store = Store::build(backend, settings.namespaces()?, settings.emulator()?, cache);
         let opened = match store.open().await {
             Ok(()) => true,
             Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {

@@ -61,7 +61,12 @@ pub struct StoreActor {
     name: String,
     state: Arc<StoreState>,
     scheduler: Scheduler<Job>,
+    /// A cache sweep is running.
+    sweeping: bool,
 }
+
+/// How often expired cache items are looked for.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What running operations share.
 struct StoreState {
@@ -77,6 +82,7 @@ impl StoreActor {
             name: name.into(),
             state: Arc::new(StoreState { store, opened: Mutex::new(opened) }),
             scheduler: Scheduler::default(),
+            sweeping: false,
         }
     }
 
@@ -128,6 +134,25 @@ impl Actor for StoreActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Clients pipeline; a roomy mailbox keeps senders from waiting on each other.
         ctx.set_mailbox_capacity(4096);
+        // Cache eviction runs while the store is used, not only at open and close.
+        if self.state.store.cache().is_some() {
+            ctx.run_interval(SWEEP_INTERVAL, |act, ctx| {
+                if act.sweeping {
+                    return;
+                }
+                act.sweeping = true;
+                let state = act.state.clone();
+                ctx.spawn(
+                    async move {
+                        if *state.opened.lock().await {
+                            state.store.cache_sweep().await;
+                        }
+                    }
+                    .into_actor(act)
+                    .map(|_, act, _| act.sweeping = false),
+                );
+            });
+        }
     }
 }
 
@@ -323,8 +348,10 @@ impl StoreState {
                 reply(Reply::Text(store.defrag(&sources, name, namespace.as_deref(), deleted).await?))
             }
             Op::Quota => reply(Reply::Quota(store.quota().await?)),
-            // No cache is configured for any store yet: nothing to invalidate.
-            Op::CacheInvalidate { .. } => reply(Reply::Ok),
+            Op::CacheInvalidate { name, deleted } => {
+                store.cache_invalidate(&name, deleted).await?;
+                reply(Reply::Ok)
+            }
             Op::Create | Op::Destroy | Op::Open | Op::Close | Op::Ping | Op::Stores | Op::Stats => {
                 Err(Error::backend("internal: operation routed wrongly"))
             }

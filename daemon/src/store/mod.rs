@@ -7,12 +7,14 @@
 //! - hash, gather and defrag with namespace-relative names,
 //! - statistics with the Python key names ([`stats`]) and latency/bandwidth emulation
 //!   ([`emulator`]),
+//! - the shared cache of cached namespaces ([`cache`]),
 //! - backend-level calls on nested names for the REST front end ([`raw`]), counted and
 //!   emulated like everything else.
 //!
 //! A [`Store`] is a cheap handle (`Clone`) that may be used from many tasks; ordering
 //! of operations is the caller's business (the daemon's store actor provides it).
 
+pub mod cache;
 pub mod config;
 pub mod emulator;
 pub mod list;
@@ -68,6 +70,13 @@ struct Inner {
     namespaces: Namespaces,
     emulator: Emulator,
     stats: Mutex<StatsCounters>,
+    cache: Option<cache::Cache>,
+}
+
+impl cache::CacheStats for Store {
+    fn cache_count(&self, key: &str, amount: u64) {
+        self.stats_add(key, amount);
+    }
 }
 
 impl Store {
@@ -78,7 +87,78 @@ impl Store {
 
     /// A store with an explicit emulator (tests, per-store daemon config).
     pub fn with_emulator(backend: Arc<dyn Backend>, namespaces: Namespaces, emulator: Emulator) -> Self {
-        Store { inner: Arc::new(Inner { backend, namespaces, emulator, stats: Mutex::default() }) }
+        Self::build(backend, namespaces, emulator, None)
+    }
+
+    /// A store with everything explicit, including an optional cache.
+    pub fn build(
+        backend: Arc<dyn Backend>,
+        namespaces: Namespaces,
+        emulator: Emulator,
+        cache: Option<cache::Cache>,
+    ) -> Self {
+        Store { inner: Arc::new(Inner { backend, namespaces, emulator, stats: Mutex::default(), cache }) }
+    }
+
+    /// The cache, when the store has one.
+    pub fn cache(&self) -> Option<&cache::Cache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The cache and its mode for `name`, when `name` is in a cached namespace.
+    fn cached(&self, name: &str) -> Option<(&cache::Cache, cache::CacheMode)> {
+        let c = self.inner.cache.as_ref()?;
+        let (_, policy) = c.policy_for(name);
+        policy.on().then_some((c, policy.mode))
+    }
+
+    /// Load through the cache (`name`'s namespace is cached): writethrough tries the
+    /// cache for the requested range; a miss, or mirror mode, loads the whole item from
+    /// the primary, caches it and cuts the range out.
+    async fn cached_load(
+        &self,
+        c: &cache::Cache,
+        mode: cache::CacheMode,
+        nested: &str,
+        offset: i64,
+        size: Option<u64>,
+    ) -> Result<Bytes> {
+        if mode == cache::CacheMode::Writethrough {
+            if let Some(v) = c.load(self, nested, offset, size).await {
+                return Ok(v);
+            }
+        }
+        let full = self
+            .backend_call(Some("load"), |v: &Bytes| v.len() as u64, self.inner.backend.load(nested, 0, None))
+            .await?;
+        c.store(self, nested, full.clone()).await;
+        let len = full.len() as i64;
+        let start = if offset < 0 { (len + offset).max(0) } else { offset.min(len) } as usize;
+        let end = match size {
+            Some(s) => start.saturating_add(usize::try_from(s).unwrap_or(usize::MAX)).min(full.len()),
+            None => full.len(),
+        };
+        Ok(full.slice(start..end))
+    }
+
+    /// Drop cached copies: `""` all cached namespaces, a namespace all its items, else
+    /// the one item (`deleted`: its soft-deleted copy).
+    pub async fn cache_invalidate(&self, name: &str, deleted: bool) -> Result<()> {
+        let Some(c) = self.inner.cache.as_ref() else { return Ok(()) };
+        if name.is_empty() || c.is_namespace(name) {
+            c.invalidate_dir(self, name).await;
+        } else {
+            let nested = self.find(name, deleted).await?;
+            c.delete(self, &nested).await;
+        }
+        Ok(())
+    }
+
+    /// Evict expired cache items (the store actor calls this periodically).
+    pub async fn cache_sweep(&self) {
+        if let Some(c) = self.inner.cache.as_ref() {
+            c.sweep(self).await;
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -133,6 +213,9 @@ impl Store {
     /// Create the storage (and all nesting directories, if the backend asks for that).
     pub async fn create(&self) -> Result<()> {
         self.inner.backend.create().await?;
+        if let Some(c) = &self.inner.cache {
+            c.create().await;
+        }
         if self.inner.backend.precreate_dirs() {
             self.inner.backend.open().await?;
             let made = self.create_levels().await;
@@ -143,14 +226,25 @@ impl Store {
     }
 
     pub async fn destroy(&self) -> Result<()> {
-        self.inner.backend.destroy().await
+        self.inner.backend.destroy().await?;
+        if let Some(c) = &self.inner.cache {
+            c.destroy().await;
+        }
+        Ok(())
     }
 
     pub async fn open(&self) -> Result<()> {
-        self.inner.backend.open().await
+        self.inner.backend.open().await?;
+        if let Some(c) = &self.inner.cache {
+            c.open().await;
+        }
+        Ok(())
     }
 
     pub async fn close(&self) -> Result<()> {
+        if let Some(c) = &self.inner.cache {
+            c.close().await;
+        }
         self.inner.backend.close().await
     }
 
@@ -249,9 +343,17 @@ impl Store {
     pub async fn load(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Bytes> {
         self.counted("load", async {
             let nested = self.find(name, deleted).await?;
-            let data = self
-                .backend_call(Some("load"), |v: &Bytes| v.len() as u64, self.inner.backend.load(&nested, offset, size))
-                .await?;
+            let data = match self.cached(name) {
+                Some((c, mode)) => self.cached_load(c, mode, &nested, offset, size).await?,
+                None => {
+                    self.backend_call(
+                        Some("load"),
+                        |v: &Bytes| v.len() as u64,
+                        self.inner.backend.load(&nested, offset, size),
+                    )
+                    .await?
+                }
+            };
             self.stats_add("load_volume", data.len() as u64);
             Ok(data)
         })
@@ -263,7 +365,10 @@ impl Store {
         self.counted("store", async {
             let nested = self.find(name, false).await?;
             let len = value.len() as u64;
-            self.backend_call(Some("store"), |_| len, self.inner.backend.store(&nested, value)).await?;
+            self.backend_call(Some("store"), |_| len, self.inner.backend.store(&nested, value.clone())).await?;
+            if let Some((c, _)) = self.cached(name) {
+                c.store(self, &nested, value).await;
+            }
             self.stats_add("store_volume", len);
             Ok(())
         })
@@ -274,7 +379,11 @@ impl Store {
     pub async fn delete(&self, name: &str, deleted: bool) -> Result<()> {
         self.counted("delete", async {
             let nested = self.find(name, deleted).await?;
-            self.backend_call(Some("delete"), |_| 0, self.inner.backend.delete(&nested)).await
+            self.backend_call(Some("delete"), |_| 0, self.inner.backend.delete(&nested)).await?;
+            if let Some((c, _)) = self.cached(name) {
+                c.delete(self, &nested).await;
+            }
+            Ok(())
         })
         .await
     }
@@ -305,7 +414,11 @@ impl Store {
             if from == to {
                 return Ok(());
             }
-            self.backend_call(None, |_| 0, self.inner.backend.move_(&from, &to)).await
+            self.backend_call(None, |_| 0, self.inner.backend.move_(&from, &to)).await?;
+            if let Some((c, _)) = self.cached(name) {
+                c.move_(self, &from, &to).await;
+            }
+            Ok(())
         })
         .await
     }
@@ -335,6 +448,18 @@ impl Store {
                 return Ok(Bytes::new());
             }
             let expected: u64 = mapped.iter().map(|s| s.size).sum();
+            if let Some((c, mode)) = self.cached(&ns_prefix(namespace)) {
+                // A cached namespace: each range like a load, from the cache or by caching
+                // the whole item.
+                let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(1 << 30));
+                for s in &mapped {
+                    let part = self.cached_load(c, mode, &s.name, s.offset, Some(s.size)).await?;
+                    crate::backends::check_range(s, part.len())?;
+                    out.extend_from_slice(&part);
+                }
+                self.stats_add("gather_volume", out.len() as u64);
+                return Ok(Bytes::from(out));
+            }
             let data = self
                 .backend_call(Some("gather"), |v: &Bytes| v.len() as u64, self.inner.backend.gather(&mapped))
                 .await?;
@@ -391,7 +516,8 @@ impl Store {
 
     /// Statistics with the Python key names.
     pub fn stats(&self) -> Stats {
-        self.stats_lock().snapshot(false)
+        let disabled = self.inner.cache.as_ref().is_some_and(|c| c.disabled());
+        self.stats_lock().snapshot(disabled)
     }
 }
 

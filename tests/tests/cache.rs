@@ -1,0 +1,295 @@
+//! The shared cache (issue 6): engine semantics against Python borgstore 0.7.0's rules,
+//! eviction within budget while the store is used, failures that degrade to the primary,
+//! and through the daemon: what one client read is served to the next from the cache.
+
+use borgstore_client::Client;
+use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
+use borgstore_daemon::store::cache::{Cache, CacheMode, CachePolicy};
+use borgstore_daemon::store::config::namespaces;
+use borgstore_daemon::store::{Emulator, MoveAction, Store};
+use borgstore_ipc::StatValue;
+use borgstore_tests::daemon::Daemon;
+use bytes::Bytes;
+use std::path::Path;
+use std::sync::Arc;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn n(stats: &borgstore_ipc::Stats, key: &str) -> f64 {
+    match stats.get(key) {
+        Some(StatValue::Int(i)) => *i as f64,
+        Some(StatValue::Float(f)) => *f,
+        Some(StatValue::Bool(b)) => f64::from(u8::from(*b)),
+        None => panic!("no stat {key}"),
+    }
+}
+
+async fn store_with(dir: &Path, mode: CacheMode, size: Option<u64>, max_age: Option<f64>) -> Store {
+    let primary = Arc::new(PosixFs::new(dir.join("primary"), PosixFsOptions::default()).unwrap());
+    let cache_be = Arc::new(PosixFs::new(dir.join("cache"), PosixFsOptions::default()).unwrap());
+    let cache = Cache::new(cache_be, vec![("data/".into(), CachePolicy { mode, max_age, size })]);
+    let ns = namespaces(&[("data/", &[2]), ("", &[0])]).unwrap();
+    let s = Store::build(primary, ns, Emulator::OFF, Some(cache));
+    s.create().await.unwrap();
+    s.open().await.unwrap();
+    s
+}
+
+fn key(i: u32) -> String {
+    format!("data/{i:08x}{}", &KEY[8..])
+}
+
+fn nested(k: &str) -> String {
+    let leaf = &k[5..];
+    format!("data/{}/{}/{leaf}", &leaf[..2], &leaf[2..4])
+}
+
+#[tokio::test]
+async fn writethrough_serves_ranges_from_the_cache_and_fills_it_on_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with(dir.path(), CacheMode::Writethrough, None, None).await;
+    let k = key(1);
+    s.store(&k, Bytes::from_static(b"0123456789")).await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("cache").join(nested(&k))).unwrap(), b"0123456789", "written through");
+    assert_eq!(s.load(&k, 2, Some(3), false).await.unwrap(), "234");
+    assert_eq!(s.load(&k, -4, None, false).await.unwrap(), "6789");
+    let st = s.stats();
+    assert_eq!((n(&st, "cache_hits"), n(&st, "backend_load_calls")), (2.0, 0.0));
+    // A miss loads the whole item from the primary and caches it, then hits.
+    std::fs::remove_file(dir.path().join("cache").join(nested(&k))).unwrap();
+    assert_eq!(s.load(&k, -2, Some(1), false).await.unwrap(), "8");
+    assert_eq!(std::fs::read(dir.path().join("cache").join(nested(&k))).unwrap(), b"0123456789");
+    assert_eq!(s.load(&k, 0, None, false).await.unwrap(), "0123456789");
+    let st = s.stats();
+    assert_eq!((n(&st, "cache_hits"), n(&st, "cache_misses"), n(&st, "backend_load_calls")), (3.0, 1.0, 1.0));
+    assert_eq!(n(&st, "cache_hit_ratio"), 0.75);
+    // Soft delete, undelete and level changes are mirrored; list asks the primary.
+    s.move_(&k, MoveAction::Delete).await.unwrap();
+    assert!(dir.path().join("cache").join(nested(&k) + ".del").exists());
+    assert!(!dir.path().join("cache").join(nested(&k)).exists());
+    s.move_(&k, MoveAction::Undelete).await.unwrap();
+    assert!(dir.path().join("cache").join(nested(&k)).exists());
+    std::fs::remove_file(dir.path().join("cache").join(nested(&k))).unwrap();
+    assert_eq!(s.list("data", false).unwrap().collect().await.unwrap().len(), 1, "list asks the primary");
+    s.delete(&k, false).await.unwrap();
+    assert!(s.list("data", false).unwrap().collect().await.unwrap().is_empty());
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn mirror_always_reads_the_primary_and_refreshes_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with(dir.path(), CacheMode::Mirror, None, None).await;
+    let k = key(2);
+    s.store(&k, Bytes::from_static(b"old")).await.unwrap();
+    // Someone changes the primary behind our back: mirror reads it and refreshes.
+    std::fs::write(dir.path().join("primary").join(nested(&k)), b"new").unwrap();
+    assert_eq!(s.load(&k, 0, None, false).await.unwrap(), "new");
+    assert_eq!(std::fs::read(dir.path().join("cache").join(nested(&k))).unwrap(), b"new");
+    let st = s.stats();
+    assert_eq!((n(&st, "cache_hits"), n(&st, "backend_load_calls")), (0.0, 1.0));
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalidate_an_item_a_namespace_or_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with(dir.path(), CacheMode::Writethrough, None, None).await;
+    for i in 0..4 {
+        s.store(&key(i), Bytes::from(vec![i as u8; 10])).await.unwrap();
+    }
+    let cached = |i: u32| dir.path().join("cache").join(nested(&key(i))).exists();
+    s.cache_invalidate(&key(0), false).await.unwrap();
+    assert!(!cached(0) && cached(1));
+    s.cache_invalidate("data", false).await.unwrap();
+    assert!(!cached(1) && !cached(3));
+    s.store(&key(1), Bytes::from_static(b"again")).await.unwrap();
+    s.cache_invalidate("", false).await.unwrap();
+    assert!(!cached(1));
+    assert_eq!(s.load(&key(1), 0, None, false).await.unwrap(), "again", "the primary still has everything");
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn eviction_keeps_the_budget_lru_first_and_expires_old_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with(dir.path(), CacheMode::Writethrough, Some(1000), Some(2.0)).await;
+    for i in 0..10 {
+        s.store(&key(i), Bytes::from(vec![1u8; 300])).await.unwrap();
+        if i == 5 {
+            s.load(&key(3), 0, None, false).await.unwrap(); // used: survives the next evictions
+        }
+    }
+    let on_disk: u64 = walk(&dir.path().join("cache/data")).iter().map(|(_, size)| size).sum();
+    assert!(on_disk <= 1000, "cache holds {on_disk} bytes, budget 1000");
+    let cached = |i: u32| dir.path().join("cache").join(nested(&key(i))).exists();
+    assert!(cached(9) && cached(8) && cached(7), "the newest stay");
+    assert!(!cached(0) && !cached(4), "the least recently used go first");
+    // A value bigger than the budget is never cached.
+    s.store(&key(20), Bytes::from(vec![0u8; 2000])).await.unwrap();
+    assert!(!cached(20));
+    // max_age: a sweep drops items unused for longer.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    s.cache_sweep().await;
+    assert!(walk(&dir.path().join("cache/data")).is_empty(), "expired items are gone");
+    assert_eq!(s.load(&key(9), 0, None, false).await.unwrap().len(), 300);
+    s.close().await.unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push((p.display().to_string(), p.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_broken_cache_degrades_to_the_primary_without_errors() {
+    // An unusable cache location (a file where the directory should be): cache off.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cache"), b"not a directory").unwrap();
+    let s = store_with(dir.path(), CacheMode::Writethrough, Some(10_000), None).await;
+    s.store(&key(1), Bytes::from_static(b"value")).await.unwrap();
+    assert_eq!(s.load(&key(1), 0, None, false).await.unwrap(), "value");
+    assert_eq!(s.stats()["cache_disabled"], StatValue::Bool(true));
+    s.close().await.unwrap();
+
+    // A cache that breaks while in use: errors are counted, callers see none.
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with(dir.path(), CacheMode::Writethrough, None, None).await;
+    let k = key(2);
+    s.store(&k, Bytes::from_static(b"v1")).await.unwrap();
+    let cached = dir.path().join("cache").join(nested(&k));
+    std::fs::remove_file(&cached).unwrap();
+    std::fs::create_dir_all(cached.join("blocker")).unwrap(); // the item's path is now a directory
+    s.store(&k, Bytes::from_static(b"v2")).await.unwrap();
+    assert_eq!(s.load(&k, 0, None, false).await.unwrap(), "v2");
+    assert!(n(&s.stats(), "cache_errors") >= 1.0);
+    assert_eq!(s.stats()["cache_disabled"], StatValue::Bool(false));
+    s.close().await.unwrap();
+}
+
+fn daemon_with_cache(latency_us: u64, size: u64) -> Daemon {
+    daemon_with_cache_aged(latency_us, size, None)
+}
+
+fn daemon_with_cache_aged(latency_us: u64, size: u64, max_age: Option<f64>) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[stores.slow]
+url = "file://{d}/primary"
+cache_url = "file://{d}/cache"
+latency_us = {latency_us}
+create = true
+[stores.slow.namespaces."data/"]
+levels = [2]
+cache = "writethrough"
+size = {size}
+{age}
+[stores.slow.namespaces.""]
+levels = [0]
+"#,
+        d = dir.path().display(),
+        age = max_age.map(|a| format!("max_age = {a}")).unwrap_or_default(),
+    );
+    std::fs::write(dir.path().join("borgstored.toml"), config).unwrap();
+    let cfg = dir.path().join("borgstored.toml");
+    Daemon::start_in(dir, &["--config", cfg.to_str().unwrap()], &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_client_is_served_from_the_cache_of_the_first() {
+    let d = daemon_with_cache(20_000, 10_000_000);
+    let first = d.client("slow").await;
+    // Fill the primary behind the cache's back (as if written before the cache existed).
+    for i in 0..5 {
+        let p = d.path("primary").join(nested(&key(i)));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![i as u8; 1000]).unwrap();
+    }
+    for i in 0..5 {
+        assert_eq!(first.load(&key(i), 0, None, false).await.unwrap(), vec![i as u8; 1000]);
+    }
+    let before = first.stats().await.unwrap();
+    assert_eq!(n(&before, "cache_misses"), 5.0);
+    // Another process (another connection) reads the same: all hits, no primary loads.
+    let second = Client::connect(d.options("slow")).await.unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..5 {
+        assert_eq!(second.load(&key(i), 0, None, false).await.unwrap(), vec![i as u8; 1000]);
+    }
+    let hit_time = t.elapsed();
+    let after = second.stats().await.unwrap();
+    assert_eq!(n(&after, "cache_hits") - n(&before, "cache_hits"), 5.0);
+    assert_eq!(n(&after, "backend_load_calls"), n(&before, "backend_load_calls"), "the primary was not asked");
+    assert!(hit_time < std::time::Duration::from_millis(5 * 20), "5 hits took {hit_time:?}, slower than the primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_clients_keep_the_budget_and_never_read_a_stale_value() {
+    // About 100 KB go through a cache of 8 KB.
+    let budget = 8_000u64;
+    let d = daemon_with_cache(0, budget);
+    let mut tasks = Vec::new();
+    for c in 0..8u32 {
+        let opts = d.options("slow");
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect(opts).await.unwrap();
+            for round in 0..25u32 {
+                // Overlapping keys: every client writes and reads the same 20 items.
+                let k = key((c * 7 + round) % 20);
+                let value = format!("{c}:{round}:").repeat(100).into_bytes();
+                client.store(&k, value.clone()).await.unwrap();
+                let back = client.load(&k, 0, None, false).await.unwrap();
+                // Another client may have stored since; whatever we read must be a whole
+                // value some client wrote, and the primary must agree right now.
+                let unit = back.len() / 100;
+                assert!(back.len() % 100 == 0 && back == back[..unit].repeat(100), "torn value");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 10x the budget went through; the cache holds at most the budget.
+    let on_disk: u64 = walk(&d.path("cache/data")).iter().map(|(_, s)| s).sum();
+    assert!(on_disk <= budget, "cache holds {on_disk} bytes, budget {budget}");
+    // Every cached copy equals the primary's value.
+    for (path, _) in walk(&d.path("cache/data")) {
+        let rel = Path::new(&path).strip_prefix(d.path("cache")).unwrap().to_path_buf();
+        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(d.path("primary").join(rel)).unwrap());
+    }
+    // And what the daemon serves now is the primary's value for every key.
+    let client = d.client("slow").await;
+    for i in 0..20 {
+        let on_primary = std::fs::read(d.path("primary").join(nested(&key(i)))).unwrap();
+        assert_eq!(client.load(&key(i), 0, None, false).await.unwrap(), on_primary);
+    }
+    let st = client.stats().await.unwrap();
+    assert!(n(&st, "cache_hits") > 0.0);
+    assert_eq!(n(&st, "cache_errors"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_expires_items_while_nobody_asks() {
+    let d = daemon_with_cache_aged(0, 1_000_000, Some(1.0));
+    let client = d.client("slow").await;
+    client.store(&key(1), b"short-lived".to_vec()).await.unwrap();
+    assert_eq!(walk(&d.path("cache/data")).len(), 1);
+    // No operation in between: the store actor's periodic sweep evicts it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !walk(&d.path("cache/data")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the expired item stayed in the cache");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.load(&key(1), 0, None, false).await.unwrap(), b"short-lived");
+}
