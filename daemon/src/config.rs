@@ -29,6 +29,8 @@ pub struct DaemonConfig {
     pub rest_socket: Option<PathBuf>,
     /// Largest REST request body (a stored value) accepted.
     pub rest_max_body: u64,
+    /// Serve `GET /-/metrics` (Prometheus text, no auth) on the REST listeners.
+    pub rest_metrics: bool,
     pub stores: BTreeMap<String, StoreSettings>,
 }
 
@@ -48,6 +50,10 @@ pub struct StoreSettings {
     pub create: bool,
     pub rest_username: Option<String>,
     pub rest_password: Option<String>,
+    /// The cache backend (any store URL), for namespaces with a cache policy.
+    pub cache_url: Option<String>,
+    /// Cache policy per namespace (namespaces not listed: off).
+    pub cache: BTreeMap<String, crate::store::cache::CachePolicy>,
     /// Emulated latency per primary backend call [us]; None: `BORGSTORE_LATENCY`.
     pub latency_us: Option<f64>,
     /// Emulated bandwidth [bit/s]; None: `BORGSTORE_BANDWIDTH`.
@@ -66,6 +72,8 @@ impl StoreSettings {
             create: false,
             rest_username: None,
             rest_password: None,
+            cache_url: None,
+            cache: BTreeMap::new(),
             latency_us: None,
             bandwidth: None,
         }
@@ -108,6 +116,7 @@ struct FileConfig {
     rest: Option<String>,
     rest_socket: Option<PathBuf>,
     rest_max_body: Option<u64>,
+    rest_metrics: Option<bool>,
     max_frame: Option<u32>,
     #[serde(default)]
     stores: BTreeMap<String, FileStore>,
@@ -155,6 +164,8 @@ pub struct Overrides {
     pub rest_socket: Option<PathBuf>,
     /// `NAME=USER:PASSWORD` REST Basic auth.
     pub rest_auth: Vec<String>,
+    /// Serve `GET /-/metrics` (true enables; false leaves the file's setting).
+    pub rest_metrics: bool,
     /// `NAME=URL`
     pub stores: Vec<String>,
     /// `NAME:NAMESPACE=L[,L...]`
@@ -254,17 +265,30 @@ impl DaemonConfig {
                     "store {name}: give both rest_username and rest_password, or neither"
                 )));
             }
-            if s.cache_url.is_some() {
-                return Err(Error::invalid(format!(
-                    "store {name}: caching (cache_url) is not available in this version yet"
-                )));
-            }
+            let mut cache = BTreeMap::new();
             let mut namespaces = BTreeMap::new();
             for (ns, n) in s.namespaces {
-                if n.cache.as_deref().is_some_and(|c| c != "off") || n.max_age.is_some() || n.size.is_some() {
+                let where_ = format!("store {name}, namespace {ns:?}");
+                let mode: crate::store::cache::CacheMode = match n.cache.as_deref() {
+                    Some(m) => m.parse().map_err(|e: Error| Error::invalid(format!("{where_}: {}", e.message)))?,
+                    None => crate::store::cache::CacheMode::Off,
+                };
+                if n.max_age.is_some_and(|a| !(a >= 0.0 && a.is_finite())) {
+                    return Err(Error::invalid(format!("{where_}: max_age must be a number of seconds >= 0")));
+                }
+                if mode == crate::store::cache::CacheMode::Off && (n.max_age.is_some() || n.size.is_some()) {
                     return Err(Error::invalid(format!(
-                        "store {name}, namespace {ns:?}: cache settings are not available in this version yet"
+                        "{where_}: max_age and size need cache = mirror or writethrough"
                     )));
+                }
+                if mode != crate::store::cache::CacheMode::Off {
+                    if s.cache_url.is_none() {
+                        return Err(Error::invalid(format!("{where_}: cache = {mode:?} needs the store's cache_url")));
+                    }
+                    cache.insert(
+                        ns.clone(),
+                        crate::store::cache::CachePolicy { mode, max_age: n.max_age, size: n.size },
+                    );
                 }
                 namespaces.insert(ns, NamespaceConfig { levels: n.levels });
             }
@@ -280,6 +304,8 @@ impl DaemonConfig {
                     create: s.create,
                     rest_username: s.rest_username,
                     rest_password: s.rest_password,
+                    cache_url: s.cache_url,
+                    cache,
                     latency_us: s.latency_us,
                     bandwidth: s.bandwidth,
                 },
@@ -403,6 +429,7 @@ impl DaemonConfig {
             rest,
             rest_socket: flags.rest_socket.clone().or(file.rest_socket),
             rest_max_body,
+            rest_metrics: flags.rest_metrics || file.rest_metrics.unwrap_or(false),
             stores,
         })
     }
@@ -438,6 +465,16 @@ levels = [2]
         assert_eq!(main.allow_uids, [1000]);
         assert_eq!(main.namespaces["data/"].levels, [2]);
         assert_eq!(cfg.socket_mode, 0o660);
+        assert!(!cfg.rest_metrics);
+    }
+
+    #[test]
+    fn rest_metrics_from_file_or_flag() {
+        assert!(DaemonConfig::from_toml("rest_metrics = true").unwrap().rest_metrics);
+        assert!(!DaemonConfig::from_toml("rest_metrics = false").unwrap().rest_metrics);
+        let flag = Overrides { rest_metrics: true, ..Default::default() };
+        assert!(DaemonConfig::build(Some("rest_metrics = false"), &flag).unwrap().rest_metrics);
+        assert!(DaemonConfig::from_toml("rest_metrics = 1").is_err());
     }
 
     #[test]
@@ -447,7 +484,9 @@ levels = [2]
             ("[stores.Main]\nurl = \"file:///x\"", "store name"),
             ("socket_mode = \"999\"", "octal"),
             ("[stores.a]\nurl = \"file:///x\"\n[stores.a.namespaces.\"data/\"]\nlevels = []", "levels"),
-            ("[stores.a]\nurl = \"file:///x\"\ncache_url = \"file:///c\"", "not available"),
+            ("[stores.a]\nurl = \"file:///x\"\n[stores.a.namespaces.\"d/\"]\nlevels = [0]\ncache = \"writethrough\"", "cache_url"),
+            ("[stores.a]\nurl = \"file:///x\"\ncache_url = \"file:///c\"\n[stores.a.namespaces.\"d/\"]\nlevels = [0]\ncache = \"often\"", "cache mode"),
+            ("[stores.a]\nurl = \"file:///x\"\n[stores.a.namespaces.\"d/\"]\nlevels = [0]\nsize = 5", "need cache"),
             ("[stores.a]\nurl = \"file:///x\"\npermissions = { \"\" = \"rx\" }", "letters"),
             ("max_frame = 10", "max_frame"),
             ("rest = \"localhost\"", "not an address"),

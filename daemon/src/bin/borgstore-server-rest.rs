@@ -175,6 +175,7 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         rest: None,
         rest_socket: None,
         rest_max_body: args.max_body,
+        rest_metrics: false,
         stores: BTreeMap::from([("rest".to_string(), store)]),
     })
 }
@@ -236,8 +237,12 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             return 1;
         }
     };
-    let options =
-        RestOptions { mount: Mount::Root("rest".into()), max_body: config.rest_max_body, workers: args.workers };
+    let options = RestOptions {
+        mount: Mount::Root("rest".into()),
+        max_body: config.rest_max_body,
+        workers: args.workers,
+        metrics: false,
+    };
     let stdio_dir = if args.stdio { tempfile::Builder::new().prefix("borgstore-rest-").tempdir().ok() } else { None };
     let listener = if let Some(fd) = inherited {
         adopt(fd).map(|l| (l, "the socket from systemd".to_string()))

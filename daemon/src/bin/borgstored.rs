@@ -62,6 +62,10 @@ struct Args {
     /// REST Basic auth for a store: NAME=USER:PASSWORD (repeatable; prefer the config file, flags show in ps).
     #[arg(long = "rest-auth", value_name = "NAME=USER:PASS")]
     rest_auth: Vec<String>,
+    /// Serve GET /-/metrics (Prometheus text of every store's stats) on the REST listeners.
+    /// It needs no credentials: bind --rest to loopback or guard the path with nginx.
+    #[arg(long)]
+    rest_metrics: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -115,6 +119,7 @@ fn load_config(args: &Args) -> Result<DaemonConfig, String> {
         rest: args.rest.clone(),
         rest_socket: args.rest_socket.clone(),
         rest_auth: args.rest_auth.clone(),
+        rest_metrics: args.rest_metrics,
     };
     DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
 }
@@ -135,7 +140,19 @@ fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Resul
     if listeners.is_empty() {
         return Ok(None);
     }
-    let options = rest::RestOptions { mount: rest::Mount::PerStore, max_body: config.rest_max_body, workers: 2 };
+    if config.rest_metrics {
+        tracing::info!("REST metrics on {} (no authentication)", rest::metrics::PATH);
+        let exposed = config.rest.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        if exposed.is_some_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!("{} needs no credentials and --rest is not on loopback", rest::metrics::PATH);
+        }
+    }
+    let options = rest::RestOptions {
+        mount: rest::Mount::PerStore,
+        max_body: config.rest_max_body,
+        workers: 2,
+        metrics: config.rest_metrics,
+    };
     let server = rest::server(registry.clone(), &options, listeners)?;
     let handle = server.handle();
     Ok(Some((handle, actix_rt::spawn(server))))

@@ -1,7 +1,7 @@
 //! The routes of REST-API.md: one dispatcher that picks the store, checks Accept and
 //! credentials, validates the name and turns the request into one store operation.
 
-use super::{auth, range, status, Mount, RestApp};
+use super::{auth, metrics, range, status, Mount, RestApp};
 use crate::actor::registry::StoreEntry;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
@@ -18,6 +18,10 @@ pub const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
 
 /// Every request lands here.
 pub async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<RestApp>) -> HttpResponse {
+    // Not a store path: no store name starts with '-' (only set for Mount::PerStore).
+    if app.metrics && req.uri().path() == metrics::PATH {
+        return metrics::respond(&req, &app).await;
+    }
     if req.headers().get(header::ACCEPT).map(|v| v.as_bytes()) != Some(ACCEPT.as_bytes()) {
         return text(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: unsupported or missing Accept header");
     }

@@ -10,6 +10,7 @@
 //! - [`status`]: error kind -> HTTP status.
 //! - [`stdio`]: HTTP/1.1 on stdin/stdout (what `rest://` clients start over ssh).
 //! - [`idle`]: requests in flight, for `borgstore-server-rest --idle-timeout`.
+//! - [`metrics`]: `GET /-/metrics`, every store's stats for Prometheus (opt-in).
 //!
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod handlers;
 pub mod idle;
+pub mod metrics;
 pub mod range;
 pub mod status;
 pub mod stdio;
@@ -46,6 +48,8 @@ pub struct RestApp {
     pub mount: Mount,
     /// Stores that require Basic auth, by store name.
     pub credentials: HashMap<String, Credentials>,
+    /// Serve [`metrics::PATH`] (per-store mount only; no auth, no Accept header needed).
+    pub metrics: bool,
 }
 
 /// Listener and limits of a REST server.
@@ -56,6 +60,8 @@ pub struct RestOptions {
     pub max_body: u64,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Serve `GET /-/metrics` (only with [`Mount::PerStore`]).
+    pub metrics: bool,
 }
 
 impl RestApp {
@@ -68,7 +74,7 @@ impl RestApp {
                     .map(|c| (e.name.clone(), c))
             })
             .collect();
-        RestApp { registry, mount, credentials }
+        RestApp { registry, mount, credentials, metrics: false }
     }
 }
 
@@ -96,7 +102,9 @@ pub fn server_tracked(
     listeners: Vec<Listen>,
     activity: Option<Arc<idle::Activity>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let app = web::Data::new(RestApp::new(registry, options.mount.clone()));
+    let mut app = RestApp::new(registry, options.mount.clone());
+    app.metrics = options.metrics && matches!(options.mount, Mount::PerStore);
+    let app = web::Data::new(app);
     let max_body = usize::try_from(options.max_body).unwrap_or(usize::MAX);
     let mut http = HttpServer::new(move || {
         let activity = activity.clone();
