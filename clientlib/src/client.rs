@@ -1,6 +1,7 @@
 //! The async [`Client`]: the store API of one store served by `borgstored`.
 
 use crate::connection::{Connection, Progress};
+pub use borgstore_ipc::protocol::CacheNamespace;
 use borgstore_ipc::protocol::{MoveAction, Op, Reply, Request, StoreSummary};
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source, Stats};
 use std::path::PathBuf;
@@ -17,6 +18,41 @@ pub struct ClientOptions {
     pub store: String,
     /// Shown in the daemon's log.
     pub client_name: String,
+    /// A cache to give the store when connecting (the daemon's own user only).
+    pub cache: Option<CacheOptions>,
+}
+
+/// The cache a client asks the daemon to keep for its store: a cache backend URL
+/// (usually `file://`) and a policy per namespace. The cache is the store's, so every
+/// client of the store shares it; it is set again after a reconnect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheOptions {
+    pub url: String,
+    pub namespaces: Vec<CacheNamespace>,
+}
+
+impl CacheOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        CacheOptions { url: url.into(), namespaces: Vec::new() }
+    }
+
+    /// Cache `namespace` (e.g. `data/`) with `mode` (`mirror` or `writethrough`),
+    /// evicting items unused for `max_age` and keeping at most `size` bytes.
+    pub fn namespace(
+        mut self,
+        namespace: impl Into<String>,
+        mode: impl Into<String>,
+        max_age: Option<std::time::Duration>,
+        size: Option<u64>,
+    ) -> Self {
+        self.namespaces.push(CacheNamespace {
+            namespace: namespace.into(),
+            mode: mode.into(),
+            max_age_ms: max_age.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+            size,
+        });
+        self
+    }
 }
 
 impl ClientOptions {
@@ -26,11 +62,18 @@ impl ClientOptions {
             socket: default_socket(),
             store: store.into(),
             client_name: format!("borgstore-client {}", env!("CARGO_PKG_VERSION")),
+            cache: None,
         }
     }
 
     pub fn socket(mut self, socket: impl Into<PathBuf>) -> Self {
         self.socket = socket.into();
+        self
+    }
+
+    /// Give the store this cache when connecting.
+    pub fn cache(mut self, cache: CacheOptions) -> Self {
+        self.cache = Some(cache);
         self
     }
 }
@@ -79,6 +122,15 @@ impl Client {
             return Ok(c.clone());
         }
         let c = Arc::new(Connection::connect(&self.inner.options.socket, &self.inner.options.client_name).await?);
+        if let Some(cache) = &self.inner.options.cache {
+            let op = Op::ConfigureCache { url: cache.url.clone(), namespaces: cache.namespaces.clone() };
+            match c.call(self.request(op), &|_, _| {}).await? {
+                Some(Reply::Ok) => {}
+                Some(Reply::Err(e)) => return Err(e),
+                Some(other) => return Err(unexpected(other)),
+                None => return Err(Error::new(ErrorKind::ConnectionLost, "the daemon closed the connection")),
+            }
+        }
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -33,4 +33,4 @@ mod connection;
 pub use blocking::{BlockingClient, BlockingList};
 pub use borgstore_ipc::protocol::{MoveAction, StoreSummary};
 pub use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source, StatValue, Stats};
-pub use client::{default_socket, Client, ClientOptions, ListStream};
+pub use client::{default_socket, CacheNamespace, CacheOptions, Client, ClientOptions, ListStream};

@@ -257,6 +257,14 @@ async fn dispatch(registry: &Registry, peer: &Peer, request: Request) -> Dispatc
             format!("uid {} is not granted access to store {}", peer.uid, entry.name),
         )));
     }
+    if matches!(request.op, Op::ConfigureCache { .. }) && peer.uid != crate::config::current_uid() {
+        // The cache URL makes the daemon write where it says: only its own user may.
+        tracing::warn!(store = %entry.name, uid = peer.uid, "refused a cache configuration from another user");
+        return Dispatched::Now(Reply::Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "only the daemon's own user may configure a store's cache",
+        )));
+    }
     match entry.enqueue(request.op).await {
         Ok(rx) => Dispatched::Later(rx),
         Err(e) => Dispatched::Now(Reply::Err(e)),

@@ -143,6 +143,25 @@ pub enum Op {
     Stores,
     /// Liveness check (the store field is ignored).
     Ping,
+    /// Give the store a cache (or, with no namespaces, none): the cache backend URL and
+    /// the policy of each cached namespace. Only the daemon's own uid may do this.
+    ConfigureCache {
+        url: String,
+        namespaces: Vec<CacheNamespace>,
+    },
+}
+
+/// The cache policy of one namespace, as a client asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheNamespace {
+    /// e.g. `data/`
+    pub namespace: String,
+    /// `off`, `mirror` or `writethrough`
+    pub mode: String,
+    /// Items unused this long are evicted [ms].
+    pub max_age_ms: Option<u64>,
+    /// Budget of the namespace's cached items [bytes].
+    pub size: Option<u64>,
 }
 
 /// Client -> daemon.

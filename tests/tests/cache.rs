@@ -293,3 +293,32 @@ async fn the_daemon_expires_items_while_nobody_asks() {
     }
     assert_eq!(client.load(&key(1), 0, None, false).await.unwrap(), b"short-lived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_can_give_a_store_its_cache() {
+    use borgstore_client::CacheOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("plain=file://{}/primary", dir.path().display());
+    let cache_url = format!("file://{}/client-cache", dir.path().display());
+    let d = Daemon::start_in(dir, &["--store", &arg, "--levels", "plain:data/=2", "--levels", "plain:=0"], &[]);
+    d.client("plain").await.create().await.unwrap();
+    let options = d.options("plain").cache(CacheOptions::new(&cache_url).namespace(
+        "data/",
+        "writethrough",
+        Some(std::time::Duration::from_secs(3600)),
+        Some(1_000_000),
+    ));
+    let c = Client::connect(options).await.unwrap();
+    c.store(&key(1), b"cached by request".to_vec()).await.unwrap();
+    assert!(d.path("client-cache").join(nested(&key(1))).exists(), "written through to the client's cache");
+    assert_eq!(c.load(&key(1), 0, None, false).await.unwrap(), b"cached by request");
+    // The cache is the store's: another client without options is served from it too.
+    let other = d.client("plain").await;
+    assert_eq!(other.load(&key(1), 0, None, false).await.unwrap(), b"cached by request");
+    let st = other.stats().await.unwrap();
+    assert_eq!((n(&st, "cache_hits"), n(&st, "backend_load_calls")), (2.0, 0.0));
+    // A bad request is a clear error at connect time.
+    let bad = d.options("plain").cache(CacheOptions::new(&cache_url).namespace("data/", "sometimes", None, None));
+    let err = Client::connect(bad).await.err().expect("refused");
+    assert!(err.message.contains("cache mode"), "{err}");
+}

@@ -186,6 +186,11 @@ fn peers_without_a_grant_are_refused_and_logged() {
     assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
     let stores = run_as_nobody("open", &["stores"]);
     assert_eq!(String::from_utf8_lossy(&stores.stdout).trim(), "open\tfile", "only granted stores are shown");
+    // A granted user still may not point the daemon's cache somewhere.
+    let cache = run_as_nobody("open", &["--cache-url", "file:///tmp/evil-cache", "--cache", "=writethrough", "stats"]);
+    assert_eq!(cache.status.code(), Some(4), "{}", String::from_utf8_lossy(&cache.stderr));
+    assert!(String::from_utf8_lossy(&cache.stderr).contains("only the daemon's own user"));
+    assert!(!std::path::Path::new("/tmp/evil-cache").exists());
     std::thread::sleep(Duration::from_millis(200));
     assert!(d.log_text().contains("refused a client without a grant"), "{}", d.log_text());
 }

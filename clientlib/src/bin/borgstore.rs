@@ -19,8 +19,36 @@ struct Cli {
     /// The store to use, by its name in the daemon's configuration.
     #[arg(long, global = true, default_value = "default", env = "BORGSTORE_STORE")]
     store: String,
+    /// Give the store a cache backend (its own user only; the cache is shared by all clients).
+    #[arg(long, global = true, value_name = "URL", requires = "cache")]
+    cache_url: Option<String>,
+    /// Cache policy of a namespace: NS=MODE[,max_age=SECONDS][,size=BYTES], MODE mirror or
+    /// writethrough, e.g. data/=writethrough,size=1073741824 (repeatable; with --cache-url).
+    #[arg(long = "cache", global = true, value_name = "NS=POLICY", requires = "cache_url")]
+    cache: Vec<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `NS=MODE[,max_age=S][,size=B]` -> a namespace policy.
+fn cache_policy(spec: &str, options: borgstore_client::CacheOptions) -> Result<borgstore_client::CacheOptions, Error> {
+    let bad =
+        || Error::new(ErrorKind::InvalidArgument, format!("--cache {spec:?}: expected NS=MODE[,max_age=S][,size=B]"));
+    let (ns, rest) = spec.split_once('=').ok_or_else(bad)?;
+    let mut parts = rest.split(',');
+    let mode = parts.next().filter(|m| !m.is_empty()).ok_or_else(bad)?;
+    let (mut max_age, mut size) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some(("max_age", v)) => {
+                let secs: f64 = v.parse().ok().filter(|s: &f64| *s >= 0.0 && s.is_finite()).ok_or_else(bad)?;
+                max_age = Some(std::time::Duration::from_secs_f64(secs));
+            }
+            Some(("size", v)) => size = Some(v.parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(options.namespace(ns, mode, max_age, size))
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -142,6 +170,19 @@ async fn main() {
     options.client_name = format!("borgstore-cli {}", env!("CARGO_PKG_VERSION"));
     if let Some(s) = &cli.socket {
         options.socket = s.clone();
+    }
+    if let Some(url) = &cli.cache_url {
+        let mut cache = borgstore_client::CacheOptions::new(url.clone());
+        for spec in &cli.cache {
+            cache = match cache_policy(spec, cache) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("borgstore: {}", e.message);
+                    std::process::exit(2);
+                }
+            };
+        }
+        options.cache = Some(cache);
     }
     let result = match Client::connect(options).await {
         Ok(client) => run(&client, cli.command).await,

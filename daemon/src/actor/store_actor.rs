@@ -134,10 +134,11 @@ impl Actor for StoreActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Clients pipeline; a roomy mailbox keeps senders from waiting on each other.
         ctx.set_mailbox_capacity(4096);
-        // Cache eviction runs while the store is used, not only at open and close.
-        if self.state.store.cache().is_some() {
+        // Cache eviction runs while the store is used, not only at open and close (a
+        // client may give the store a cache later, so the timer always runs).
+        {
             ctx.run_interval(SWEEP_INTERVAL, |act, ctx| {
-                if act.sweeping {
+                if act.sweeping || act.state.store.cache().is_none() {
                     return;
                 }
                 act.sweeping = true;
@@ -214,7 +215,8 @@ pub fn access_of(op: &Op) -> Access {
         | Op::Close
         | Op::Gather { .. }
         | Op::Defrag { .. }
-        | Op::CacheInvalidate { .. } => Access::Exclusive,
+        | Op::CacheInvalidate { .. }
+        | Op::ConfigureCache { .. } => Access::Exclusive,
     }
 }
 
@@ -230,6 +232,29 @@ pub fn raw_access_of(op: &RawOp) -> Access {
             Access::Exclusive
         }
     }
+}
+
+/// The cache a client asks for (None: no namespace is cached).
+fn configured_cache(
+    url: &str,
+    namespaces: &[borgstore_ipc::protocol::CacheNamespace],
+) -> Result<Option<crate::store::cache::Cache>> {
+    use crate::store::cache::{Cache, CacheMode, CachePolicy};
+    let mut policies = Vec::new();
+    for n in namespaces {
+        let mode: CacheMode = n.mode.parse()?;
+        crate::names::validate_name(n.namespace.trim_end_matches('/'))?;
+        policies.push((
+            n.namespace.clone(),
+            CachePolicy { mode, max_age: n.max_age_ms.map(|ms| ms as f64 / 1000.0), size: n.size },
+        ));
+    }
+    if policies.iter().all(|(_, p)| !p.on()) {
+        return Ok(None);
+    }
+    let backend = crate::backends::url::backend_from_url(url, Default::default())
+        .map_err(|e| Error::new(e.kind, format!("cache URL: {}", e.message)))?;
+    Ok(Some(Cache::new(backend, policies)))
 }
 
 fn algorithm(name: &str) -> Result<HashAlgorithm> {
@@ -293,6 +318,12 @@ impl StoreState {
             }
             Op::Open | Op::Close => self.ensure_open().await.map(ok),
             Op::Ping | Op::Stores => Ok(Outcome::Reply(Reply::Pong)),
+            Op::ConfigureCache { url, namespaces } => {
+                let cache = configured_cache(&url, &namespaces)?;
+                let opened = self.opened.lock().await;
+                store.set_cache(cache, *opened).await;
+                Ok(Outcome::Reply(Reply::Ok))
+            }
             Op::Stats => Ok(Outcome::Reply(Reply::Stats(store.stats()))),
             other => {
                 self.ensure_open().await?;
@@ -352,9 +383,14 @@ impl StoreState {
                 store.cache_invalidate(&name, deleted).await?;
                 reply(Reply::Ok)
             }
-            Op::Create | Op::Destroy | Op::Open | Op::Close | Op::Ping | Op::Stores | Op::Stats => {
-                Err(Error::backend("internal: operation routed wrongly"))
-            }
+            Op::Create
+            | Op::Destroy
+            | Op::Open
+            | Op::Close
+            | Op::Ping
+            | Op::Stores
+            | Op::Stats
+            | Op::ConfigureCache { .. } => Err(Error::backend("internal: operation routed wrongly")),
         }
     }
 }

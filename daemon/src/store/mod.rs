@@ -70,7 +70,8 @@ struct Inner {
     namespaces: Namespaces,
     emulator: Emulator,
     stats: Mutex<StatsCounters>,
-    cache: Option<cache::Cache>,
+    /// Swappable: a client may configure the cache of a running store.
+    cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
 }
 
 impl cache::CacheStats for Store {
@@ -97,17 +98,33 @@ impl Store {
         emulator: Emulator,
         cache: Option<cache::Cache>,
     ) -> Self {
+        let cache = std::sync::RwLock::new(cache.map(Arc::new));
         Store { inner: Arc::new(Inner { backend, namespaces, emulator, stats: Mutex::default(), cache }) }
     }
 
     /// The cache, when the store has one.
-    pub fn cache(&self) -> Option<&cache::Cache> {
-        self.inner.cache.as_ref()
+    pub fn cache(&self) -> Option<Arc<cache::Cache>> {
+        self.inner.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the cache (None: no cache). With `opened`, the old cache is closed and the
+    /// new one opened (and its index seeded).
+    pub async fn set_cache(&self, new: Option<cache::Cache>, opened: bool) {
+        let new = new.map(Arc::new);
+        if opened {
+            if let Some(c) = &new {
+                c.open().await;
+            }
+        }
+        let old = std::mem::replace(&mut *self.inner.cache.write().unwrap_or_else(|p| p.into_inner()), new);
+        if let (true, Some(old)) = (opened, old) {
+            old.close().await;
+        }
     }
 
     /// The cache and its mode for `name`, when `name` is in a cached namespace.
-    fn cached(&self, name: &str) -> Option<(&cache::Cache, cache::CacheMode)> {
-        let c = self.inner.cache.as_ref()?;
+    fn cached(&self, name: &str) -> Option<(Arc<cache::Cache>, cache::CacheMode)> {
+        let c = self.cache()?;
         let (_, policy) = c.policy_for(name);
         policy.on().then_some((c, policy.mode))
     }
@@ -144,7 +161,7 @@ impl Store {
     /// Drop cached copies: `""` all cached namespaces, a namespace all its items, else
     /// the one item (`deleted`: its soft-deleted copy).
     pub async fn cache_invalidate(&self, name: &str, deleted: bool) -> Result<()> {
-        let Some(c) = self.inner.cache.as_ref() else { return Ok(()) };
+        let Some(c) = self.cache() else { return Ok(()) };
         if name.is_empty() || c.is_namespace(name) {
             c.invalidate_dir(self, name).await;
         } else {
@@ -156,7 +173,7 @@ impl Store {
 
     /// Evict expired cache items (the store actor calls this periodically).
     pub async fn cache_sweep(&self) {
-        if let Some(c) = self.inner.cache.as_ref() {
+        if let Some(c) = self.cache() {
             c.sweep(self).await;
         }
     }
@@ -213,7 +230,7 @@ impl Store {
     /// Create the storage (and all nesting directories, if the backend asks for that).
     pub async fn create(&self) -> Result<()> {
         self.inner.backend.create().await?;
-        if let Some(c) = &self.inner.cache {
+        if let Some(c) = self.cache() {
             c.create().await;
         }
         if self.inner.backend.precreate_dirs() {
@@ -227,7 +244,7 @@ impl Store {
 
     pub async fn destroy(&self) -> Result<()> {
         self.inner.backend.destroy().await?;
-        if let Some(c) = &self.inner.cache {
+        if let Some(c) = self.cache() {
             c.destroy().await;
         }
         Ok(())
@@ -235,14 +252,14 @@ impl Store {
 
     pub async fn open(&self) -> Result<()> {
         self.inner.backend.open().await?;
-        if let Some(c) = &self.inner.cache {
+        if let Some(c) = self.cache() {
             c.open().await;
         }
         Ok(())
     }
 
     pub async fn close(&self) -> Result<()> {
-        if let Some(c) = &self.inner.cache {
+        if let Some(c) = self.cache() {
             c.close().await;
         }
         self.inner.backend.close().await
@@ -344,7 +361,7 @@ impl Store {
         self.counted("load", async {
             let nested = self.find(name, deleted).await?;
             let data = match self.cached(name) {
-                Some((c, mode)) => self.cached_load(c, mode, &nested, offset, size).await?,
+                Some((c, mode)) => self.cached_load(&c, mode, &nested, offset, size).await?,
                 None => {
                     self.backend_call(
                         Some("load"),
@@ -453,7 +470,7 @@ impl Store {
                 // the whole item.
                 let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(1 << 30));
                 for s in &mapped {
-                    let part = self.cached_load(c, mode, &s.name, s.offset, Some(s.size)).await?;
+                    let part = self.cached_load(&c, mode, &s.name, s.offset, Some(s.size)).await?;
                     crate::backends::check_range(s, part.len())?;
                     out.extend_from_slice(&part);
                 }
@@ -516,7 +533,7 @@ impl Store {
 
     /// Statistics with the Python key names.
     pub fn stats(&self) -> Stats {
-        let disabled = self.inner.cache.as_ref().is_some_and(|c| c.disabled());
+        let disabled = self.cache().is_some_and(|c| c.disabled());
         self.stats_lock().snapshot(disabled)
     }
 }
