@@ -54,9 +54,9 @@ pub struct StoreSettings {
     pub cache_url: Option<String>,
     /// Cache policy per namespace (namespaces not listed: off).
     pub cache: BTreeMap<String, crate::store::cache::CachePolicy>,
-    /// Emulated latency per primary backend call [us]; None: `BORGSTORE_LATENCY`.
+    /// Emulated latency per primary backend call (us); None: `BORGSTORE_LATENCY`.
     pub latency_us: Option<f64>,
-    /// Emulated bandwidth [bit/s]; None: `BORGSTORE_BANDWIDTH`.
+    /// Emulated bandwidth (bit/s); None: `BORGSTORE_BANDWIDTH`.
     pub bandwidth: Option<f64>,
 }
 

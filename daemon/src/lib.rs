@@ -5,12 +5,21 @@
 //! - [`names`]: the name rules every entry point applies first.
 //! - [`hashing`]: the digest algorithms of `hash` and `defrag`.
 //! - [`backends`]: one [`backends::Backend`] trait and one module per storage kind
-//!   (`posixfs` so far), plus [`backends::url`] to pick one from a store URL.
+//!   (posixfs, sftp, s3, rclone, rest_client; the remote ones behind cargo features),
+//!   plus [`backends::url`] to pick one from a store URL.
 //! - [`store`]: the engine over any backend: namespaces and nesting levels, soft
-//!   delete, recursive listing, hash/gather/defrag, stats, latency emulation.
+//!   delete, recursive listing, hash/gather/defrag, the shared cache, stats, latency
+//!   emulation.
 //!
-//! The daemon parts of DESIGN.md section 2 (store actors, the IPC server, the REST front
-//! end, config, systemd integration) build on these and arrive with their issues.
+//! The daemon builds on these:
+//!
+//! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps) and the
+//!   registry of named stores with their grants.
+//! - [`ipc_server`]: the Unix socket, peer credentials, the bincode protocol of
+//!   `borgstore-ipc`, pipelining and streamed lists.
+//! - [`rest`]: the REST protocol v1 over actix-web, for `borgstored --rest` and
+//!   `borgstore-server-rest`; requests go through the same store actors.
+//! - [`config`]: the TOML file and flags; [`systemd`]: notify and socket activation.
 
 pub mod actor;
 pub mod backends;

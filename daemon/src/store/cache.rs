@@ -50,7 +50,7 @@ impl std::str::FromStr for CacheMode {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CachePolicy {
     pub mode: CacheMode,
-    /// Items not used for this long [s] are evicted.
+    /// Items not used for this long (s) are evicted.
     pub max_age: Option<f64>,
     /// The namespace's cached items never exceed this many bytes.
     pub size: Option<u64>,

@@ -1,6 +1,6 @@
 //! Latency and bandwidth emulation for the primary backend (DESIGN.md section 3).
 //!
-//! `BORGSTORE_LATENCY` [microseconds] and `BORGSTORE_BANDWIDTH` [bit/s] make a fast
+//! `BORGSTORE_LATENCY` (microseconds) and `BORGSTORE_BANDWIDTH` (bit/s) make a fast
 //! local store behave like a slow remote one, to test and benchmark what a cache or a
 //! pipelined client buys. Only primary backend calls are slowed, never cache calls.
 //! The wait is asynchronous: it never blocks an executor thread.

@@ -1,8 +1,8 @@
 //! Operation statistics with the key names of Python borgstore.
 //!
 //! Counters are kept as integers (times in nanoseconds) and converted to the Python
-//! shape on output: `<op>_calls`, `<op>_time` [s], `<op>_volume` [bytes],
-//! `<op>_throughput` [bytes/s], `backend_<op>_calls/_volume`, `cache_*`.
+//! shape on output: `<op>_calls`, `<op>_time` (s), `<op>_volume` (bytes),
+//! `<op>_throughput` (bytes/s), `backend_<op>_calls/_volume`, `cache_*`.
 
 use borgstore_ipc::{StatValue, Stats};
 use std::collections::BTreeMap;
