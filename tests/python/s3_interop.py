@@ -14,7 +14,7 @@ the same with our engine and compares.
     s3_interop.py rmdir    URL NAME     backend-level rmdir
     s3_interop.py dirinfo  URL NAME...  backend-level info and list of each NAME
 
-The scenario must match `rust_write()` in s3.rs item for item.
+The scenario is scenario.py's, shared with the other interop tests.
 """
 
 import hashlib
@@ -24,54 +24,11 @@ import sys
 from borgstore.backends.s3 import get_s3_backend
 from borgstore.store import Store
 
-CONFIG = {"config/": {"levels": [0]}, "data/": {"levels": [2]}, "": {"levels": [0]}}
-ITEMS = 20
-SOFT_DELETED = (3, 7, 11)
-HARD_DELETED = (15,)
-
-
-def key(i):
-    return "data/" + hashlib.sha256(i.to_bytes(8, "little")).hexdigest()
-
-
-def value(i):
-    # sizes 0, 37, 74, ... and contents that differ per item and per position
-    return bytes((i * 7 + j) % 251 for j in range(i * 37))
-
-
-def write(store):
-    store.create()
-    with store:
-        store.store("config/main", b"s3 interop config\n")
-        for i in range(ITEMS):
-            store.store(key(i), value(i))
-        for i in SOFT_DELETED:
-            store.move(key(i), delete=True)
-        for i in HARD_DELETED:
-            store.delete(key(i))
-
+import scenario
 
 def dump(store):
-    out = {"list": {}, "deleted": {}, "loads": {}, "tails": {}, "ranges": {}, "hashes": {}}
+    out = scenario.dump(store, ranges=True)
     with store:
-        for ns in ("config", "data"):
-            for deleted in (False, True):
-                infos = [[i.name, i.size] for i in store.list(ns, deleted=deleted)]
-                out["deleted" if deleted else "list"][ns] = infos
-                for name, size in infos:
-                    full = f"{ns}/{name}"
-                    data = store.load(full, deleted=deleted)
-                    tag = full + ("#deleted" if deleted else "")
-                    out["loads"][tag] = hashlib.sha256(data).hexdigest()
-                    out["tails"][tag] = store.load(full, offset=-min(5, size), deleted=deleted).hex()
-                    # (a range of an empty item is unsatisfiable: S3 answers InvalidRange, which
-                    # Python borgstore does not handle)
-                    rng = store.load(full, offset=size // 3, size=7, deleted=deleted) if size else b""
-                    out["ranges"][tag] = rng.hex()
-                    out["hashes"][tag] = {
-                        "sha256": store.hash(full, "sha256", deleted=deleted),
-                        "blake3": store.hash(full, "blake3", deleted=deleted),
-                    }
         out["root"] = [[i.name, i.directory] for i in store.backend.list("")]
     return out
 
@@ -104,13 +61,11 @@ def dirinfo(url, names):
 def main(argv):
     cmd, url = argv[1], argv[2]
     if cmd == "write":
-        write(Store(url=url, config=CONFIG))
+        scenario.write(Store(url=url, config=scenario.CONFIG))
     elif cmd == "dump":
-        json.dump(dump(Store(url=url, config=CONFIG)), sys.stdout, sort_keys=True)
+        json.dump(dump(Store(url=url, config=scenario.CONFIG)), sys.stdout, sort_keys=True)
     elif cmd == "undelete":
-        store = Store(url=url, config=CONFIG)
-        with store:
-            store.move(argv[3], undelete=True)
+        scenario.undelete(Store(url=url, config=scenario.CONFIG), argv[3])
     elif cmd == "keys":
         json.dump(keys(url), sys.stdout)
     elif cmd in ("mkdir", "rmdir"):

@@ -19,12 +19,12 @@
 use borgstore_daemon::backends::s3::{S3Options, S3};
 use borgstore_daemon::backends::url::backend_from_url;
 use borgstore_daemon::hashing::HashAlgorithm;
-use borgstore_daemon::store::config::namespaces;
-use borgstore_daemon::store::{Emulator, MoveAction, Store};
+use borgstore_daemon::store::{Emulator, Store};
 use borgstore_daemon::Backend;
 use borgstore_ipc::{ErrorKind, ItemInfo};
 use borgstore_tests::moto::{self, Moto};
 use borgstore_tests::python::{run_ok, Version};
+use borgstore_tests::scenario::{self, key, names, value};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -33,18 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const ITEMS: u64 = 20;
-const SOFT_DELETED: [u64; 3] = [3, 7, 11];
-const HARD_DELETED: [u64; 1] = [15];
-
-fn key(i: u64) -> String {
-    format!("data/{}", hex::encode(Sha256::digest(i.to_le_bytes())))
-}
-
-fn value(i: u64) -> Bytes {
-    (0..i * 37).map(|j| ((i * 7 + j) % 251) as u8).collect::<Vec<u8>>().into()
-}
 
 async fn shared_moto() -> Arc<Moto> {
     tokio::task::spawn_blocking(moto::shared).await.unwrap()
@@ -69,86 +57,32 @@ fn py_json(moto: &Moto, args: &[&str]) -> Value {
 
 fn store_for(url: &str) -> Store {
     let be = backend_from_url(url, Default::default()).unwrap();
-    let ns = namespaces(&[("config/", &[0]), ("data/", &[2]), ("", &[0])]).unwrap();
-    Store::with_emulator(be, ns, Emulator::OFF)
+    Store::with_emulator(be, scenario::namespaces(), Emulator::OFF)
 }
 
-/// The scenario of s3_interop.py `write`, through our engine.
 async fn rust_write(url: &str) {
-    let s = store_for(url);
-    s.create().await.unwrap();
-    s.open().await.unwrap();
-    s.store("config/main", Bytes::from_static(b"s3 interop config\n")).await.unwrap();
-    for i in 0..ITEMS {
-        s.store(&key(i), value(i)).await.unwrap();
-    }
-    for i in SOFT_DELETED {
-        s.move_(&key(i), MoveAction::Delete).await.unwrap();
-    }
-    for i in HARD_DELETED {
-        s.delete(&key(i), false).await.unwrap();
-    }
-    s.close().await.unwrap();
+    scenario::write(&store_for(url)).await;
 }
 
 async fn rust_undelete(url: &str, name: &str) {
-    let s = store_for(url);
-    s.open().await.unwrap();
-    s.move_(name, MoveAction::Undelete).await.unwrap();
-    s.close().await.unwrap();
+    scenario::undelete(&store_for(url), name).await;
 }
 
-/// What s3_interop.py `dump` prints, seen through our engine.
+/// What s3_interop.py `dump` prints, seen through our engine: the scenario dump with
+/// ranges, plus the root listing.
 async fn rust_dump(url: &str) -> Value {
     let s = store_for(url);
+    let mut out = scenario::dump(&s, true).await;
     s.open().await.unwrap();
-    let (mut list, mut deleted_list) = (Map::new(), Map::new());
-    let (mut loads, mut tails, mut ranges, mut hashes) = (Map::new(), Map::new(), Map::new(), Map::new());
-    for ns in ["config", "data"] {
-        for deleted in [false, true] {
-            let infos = s.list(ns, deleted).unwrap().collect().await.unwrap();
-            let entries: Vec<Value> = infos.iter().map(|i| json!([i.name, i.size])).collect();
-            if deleted { &mut deleted_list } else { &mut list }.insert(ns.into(), Value::Array(entries));
-            for info in &infos {
-                let full = format!("{ns}/{}", info.name);
-                let tag = if deleted { format!("{full}#deleted") } else { full.clone() };
-                let data = s.load(&full, 0, None, deleted).await.unwrap();
-                loads.insert(tag.clone(), json!(hex::encode(Sha256::digest(&data))));
-                let tail = s.load(&full, -(info.size.min(5) as i64), None, deleted).await.unwrap();
-                tails.insert(tag.clone(), json!(hex::encode(&tail)));
-                let range = if info.size > 0 {
-                    s.load(&full, (info.size / 3) as i64, Some(7), deleted).await.unwrap()
-                } else {
-                    Bytes::new()
-                };
-                ranges.insert(tag.clone(), json!(hex::encode(&range)));
-                let sha = s.hash(&full, HashAlgorithm::Sha256, deleted).await.unwrap();
-                let b3 = s.hash(&full, HashAlgorithm::Blake3, deleted).await.unwrap();
-                hashes.insert(tag, json!({"sha256": sha, "blake3": b3}));
-            }
-        }
-    }
     let root: Vec<Value> = s.backend().list("").await.unwrap().iter().map(|i| json!([i.name, i.directory])).collect();
     s.close().await.unwrap();
-    json!({"list": list, "deleted": deleted_list, "loads": loads, "tails": tails, "ranges": ranges,
-           "hashes": hashes, "root": root})
-}
-
-fn names(dump: &Value, section: &str) -> Vec<String> {
-    dump[section]["data"].as_array().unwrap().iter().map(|e| format!("data/{}", e[0].as_str().unwrap())).collect()
+    out.insert("root".into(), json!(root));
+    Value::Object(out)
 }
 
 /// The dump holds what the scenario put there (it is not trivially equal).
 fn check_scenario(dump: &Value) {
-    let live = names(dump, "list");
-    let gone = names(dump, "deleted");
-    assert_eq!(live.len(), (ITEMS as usize) - SOFT_DELETED.len() - HARD_DELETED.len());
-    let mut want_gone: Vec<String> = SOFT_DELETED.iter().map(|&i| key(i)).collect();
-    want_gone.sort();
-    assert_eq!(gone, want_gone);
-    assert!(!live.contains(&key(15)) && live.contains(&key(0)));
-    assert_eq!(dump["loads"][key(2)], json!(hex::encode(Sha256::digest(value(2)))));
-    assert_eq!(dump["tails"][key(4)], json!(hex::encode(&value(4)[value(4).len() - 5..])));
+    scenario::check(dump);
     assert_eq!(dump["root"], json!([["config", true], ["data", true]]));
 }
 

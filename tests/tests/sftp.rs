@@ -17,14 +17,14 @@ use borgstore_daemon::backends::sftp::SftpOptions;
 use borgstore_daemon::backends::url::{backend_from_url, BackendOptions};
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_daemon::store::config::namespaces;
-use borgstore_daemon::store::{Emulator, MoveAction, Store};
+use borgstore_daemon::store::{Emulator, Store};
 use borgstore_ipc::ErrorKind;
 use borgstore_tests::python::{python, workspace};
+use borgstore_tests::scenario::{self, key, names, tree};
 use borgstore_tests::sshd::Sshd;
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,21 +52,8 @@ async fn start_sshd() -> Arc<Sshd> {
 
 // ---------------------------------------------------------------- interop with Python
 
-const ITEMS: u64 = 20;
-const SOFT_DELETED: [u64; 3] = [3, 7, 11];
-const HARD_DELETED: [u64; 1] = [15];
-
-fn key(i: u64) -> String {
-    format!("data/{}", hex::encode(Sha256::digest(i.to_le_bytes())))
-}
-
-fn value(i: u64) -> Bytes {
-    (0..i * 37).map(|j| ((i * 7 + j) % 251) as u8).collect::<Vec<u8>>().into()
-}
-
 fn engine(sshd: &Sshd, url: &str) -> Store {
-    let ns = namespaces(&[("config/", &[0]), ("data/", &[2]), ("", &[0])]).unwrap();
-    Store::with_emulator(sshd.backend(url), ns, Emulator::OFF)
+    Store::with_emulator(sshd.backend(url), scenario::namespaces(), Emulator::OFF)
 }
 
 /// Run `tests/python/sftp_interop.py ARGS` with Python borgstore 0.7.0 against `sshd`.
@@ -94,89 +81,17 @@ async fn py_dump(sshd: &Sshd, url: &str) -> Value {
     serde_json::from_str(&py(sshd, &["dump", url]).await).unwrap()
 }
 
-/// The scenario of sftp_interop.py `write`, through our engine.
 async fn rust_write(sshd: &Sshd, url: &str) {
-    let s = engine(sshd, url);
-    s.create().await.unwrap();
-    s.open().await.unwrap();
-    s.store("config/main", Bytes::from_static(b"interop config\n")).await.unwrap();
-    for i in 0..ITEMS {
-        s.store(&key(i), value(i)).await.unwrap();
-    }
-    for i in SOFT_DELETED {
-        s.move_(&key(i), MoveAction::Delete).await.unwrap();
-    }
-    for i in HARD_DELETED {
-        s.delete(&key(i), false).await.unwrap();
-    }
-    s.close().await.unwrap();
+    scenario::write(&engine(sshd, url)).await;
 }
 
 /// What sftp_interop.py `dump` prints, seen through our engine.
 async fn rust_dump(sshd: &Sshd, url: &str) -> Value {
-    let s = engine(sshd, url);
-    s.open().await.unwrap();
-    let (mut list, mut deleted_list) = (Map::new(), Map::new());
-    let (mut loads, mut tails, mut hashes) = (Map::new(), Map::new(), Map::new());
-    for ns in ["config", "data"] {
-        for deleted in [false, true] {
-            let infos = s.list(ns, deleted).unwrap().collect().await.unwrap();
-            let entries: Vec<Value> = infos.iter().map(|i| json!([i.name, i.size])).collect();
-            if deleted { &mut deleted_list } else { &mut list }.insert(ns.into(), Value::Array(entries));
-            for info in &infos {
-                let full = format!("{ns}/{}", info.name);
-                let tag = if deleted { format!("{full}#deleted") } else { full.clone() };
-                let data = s.load(&full, 0, None, deleted).await.unwrap();
-                loads.insert(tag.clone(), json!(hex::encode(Sha256::digest(&data))));
-                let tail = s.load(&full, -(info.size.min(5) as i64), None, deleted).await.unwrap();
-                tails.insert(tag.clone(), json!(hex::encode(&tail)));
-                let sha = s.hash(&full, HashAlgorithm::Sha256, deleted).await.unwrap();
-                let b3 = s.hash(&full, HashAlgorithm::Blake3, deleted).await.unwrap();
-                hashes.insert(tag, json!({"sha256": sha, "blake3": b3}));
-            }
-        }
-    }
-    s.close().await.unwrap();
-    json!({"list": list, "deleted": deleted_list, "loads": loads, "tails": tails, "hashes": hashes})
+    Value::Object(scenario::dump(&engine(sshd, url), false).await)
 }
 
 async fn rust_undelete(sshd: &Sshd, url: &str, name: &str) {
-    let s = engine(sshd, url);
-    s.open().await.unwrap();
-    s.move_(name, MoveAction::Undelete).await.unwrap();
-    s.close().await.unwrap();
-}
-
-/// Every file below `root`, relative and sorted.
-fn tree(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_str().unwrap().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
-
-fn names(dump: &Value, section: &str) -> Vec<String> {
-    dump[section]["data"].as_array().unwrap().iter().map(|e| format!("data/{}", e[0].as_str().unwrap())).collect()
-}
-
-fn check_scenario(dump: &Value) {
-    let live = names(dump, "list");
-    let gone = names(dump, "deleted");
-    assert_eq!(live.len(), (ITEMS as usize) - SOFT_DELETED.len() - HARD_DELETED.len());
-    let mut want_gone: Vec<String> = SOFT_DELETED.iter().map(|&i| key(i)).collect();
-    want_gone.sort();
-    assert_eq!(gone, want_gone);
-    assert_eq!(dump["loads"][key(4)], json!(hex::encode(Sha256::digest(value(4)))));
+    scenario::undelete(&engine(sshd, url), name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +103,7 @@ async fn python_and_rust_read_each_others_stores() {
     let ours_url = sshd.url();
     rust_write(&sshd, &ours_url).await;
     let ours = rust_dump(&sshd, &ours_url).await;
-    check_scenario(&ours);
+    scenario::check(&ours);
     assert_eq!(py_dump(&sshd, &ours_url).await, ours, "Python sees a store we wrote over sftp differently");
 
     // Python writes (absolute URL), both read the same, and the same as ours.

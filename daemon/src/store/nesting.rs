@@ -78,7 +78,7 @@ pub fn unnest(name: &str, namespace: &str, remove_suffix: Option<&str>) -> Resul
 pub fn item_of(nested: &str) -> String {
     let name = nested.strip_suffix(crate::names::DEL_SUFFIX).unwrap_or(nested);
     let parts: Vec<&str> = name.split('/').collect();
-    let (leaf, dirs) = parts.split_last().expect("split yields at least one part");
+    let Some((leaf, dirs)) = parts.split_last() else { return String::new() };
     // `get` rather than indexing: names reach here before validation and may hold
     // multi-byte characters, and this must never panic.
     let nesting_at = |levels: usize| {
