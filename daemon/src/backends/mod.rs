@@ -125,6 +125,25 @@ pub fn defrag_target_name(target: &DefragTarget, data: &[u8]) -> Result<String> 
     })
 }
 
+/// The HTTP `Range` header asking for `size` bytes at `offset` (None: the whole value),
+/// for backends that load over HTTP. A tail (negative offset) is asked for to its end;
+/// [`cut_tail`] then applies the size. `size` must not be 0 (nothing to ask for).
+pub fn http_range(offset: i64, size: Option<u64>) -> Option<String> {
+    match (offset, size) {
+        (0, None) => None,
+        (o, None) if o > 0 => Some(format!("bytes={o}-")),
+        (o, Some(s)) if o >= 0 => Some(format!("bytes={o}-{}", (o as u64).saturating_add(s.saturating_sub(1)))),
+        (o, _) => Some(format!("bytes=-{}", o.unsigned_abs())),
+    }
+}
+
+/// Apply the size of a tail load that [`http_range`] asked for to its end.
+pub fn cut_tail(data: &mut Bytes, offset: i64, size: Option<u64>) {
+    if let (true, Some(s)) = (offset < 0, size) {
+        data.truncate(usize::try_from(s).unwrap_or(usize::MAX));
+    }
+}
+
 /// A short read of a gather/defrag source is a ReadRangeError.
 pub fn check_range(source: &Source, got: usize) -> Result<()> {
     if got as u64 != source.size {
@@ -139,4 +158,25 @@ pub fn check_range(source: &Source, got: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_ranges_never_overflow() {
+        assert_eq!(http_range(0, None), None);
+        assert_eq!(http_range(5, None).as_deref(), Some("bytes=5-"));
+        assert_eq!(http_range(5, Some(3)).as_deref(), Some("bytes=5-7"));
+        assert_eq!(http_range(-4, Some(2)).as_deref(), Some("bytes=-4"));
+        assert_eq!(
+            http_range(i64::MAX, Some(u64::MAX)).as_deref(),
+            Some(format!("bytes={}-{}", i64::MAX, u64::MAX).as_str())
+        );
+        assert_eq!(http_range(i64::MIN, None).as_deref(), Some(format!("bytes=-{}", i64::MIN.unsigned_abs()).as_str()));
+        let mut d = Bytes::from_static(b"abcd");
+        cut_tail(&mut d, -4, Some(2));
+        assert_eq!(d, "ab");
+    }
 }

@@ -334,12 +334,7 @@ impl Backend for Rclone {
                 _ => Err(Error::new(ErrorKind::ObjectNotFound, format!("{} not found", crate::names::shown(name)))),
             };
         }
-        let range = match (offset, size) {
-            (0, None) => None,
-            (o, None) if o > 0 => Some(format!("bytes={o}-")),
-            (o, Some(s)) if o >= 0 => Some(format!("bytes={o}-{}", o as u64 + s - 1)),
-            (o, _) => Some(format!("bytes=-{}", o.unsigned_abs())),
-        };
+        let range = super::http_range(offset, size);
         let path = format!("[{}]/{name}", self.fs);
         let get = || {
             self.send(TRIES, |url, pw| {
@@ -366,11 +361,7 @@ impl Backend for Rclone {
         let r = result?;
         let mut data =
             r.bytes().await.map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone: load cut off: {e}")))?;
-        if offset < 0 {
-            if let Some(s) = size {
-                data.truncate(usize::try_from(s).unwrap_or(usize::MAX));
-            }
-        }
+        crate::backends::cut_tail(&mut data, offset, size);
         Ok(data)
     }
 

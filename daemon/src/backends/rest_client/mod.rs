@@ -377,24 +377,14 @@ impl Backend for RestClient {
                 _ => Err(Error::new(ErrorKind::ObjectNotFound, format!("{} not found", crate::names::shown(name)))),
             };
         }
-        let range = match (offset, size) {
-            (0, None) => None,
-            (o, None) if o > 0 => Some(format!("bytes={o}-")),
-            (o, Some(s)) if o >= 0 => Some(format!("bytes={o}-{}", o as u64 + s - 1)),
-            // A tail: ask for it and cut locally.
-            (o, _) => Some(format!("bytes=-{}", o.unsigned_abs())),
-        };
+        let range = crate::backends::http_range(offset, size);
         let mut req = Req::new(reqwest::Method::GET, name);
         if let Some(r) = range {
             req = req.header("range", r);
         }
         let r = ok_or_status(self.call(req, false).await?, "load")?;
         let mut data = r.body;
-        if offset < 0 {
-            if let Some(s) = size {
-                data.truncate(usize::try_from(s).unwrap_or(usize::MAX));
-            }
-        }
+        crate::backends::cut_tail(&mut data, offset, size);
         Ok(data)
     }
 
