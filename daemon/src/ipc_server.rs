@@ -299,16 +299,14 @@ async fn answer(id: u64, outcome: borgstore_ipc::Result<Outcome>, tx: &mpsc::Sen
     }
 }
 
-/// Bind the IPC socket at `path` with `mode`, creating its directory. A stale socket
-/// file (nobody listening) is replaced; a live one is an error, so two daemons never
-/// fight over one socket.
-pub fn bind(path: &std::path::Path, mode: u32) -> std::io::Result<Listener> {
-    use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+/// Make `path` ready for a listening Unix socket: create its directory (0755) when
+/// missing, replace a stale socket file (nobody listening), and refuse a live one, so two
+/// daemons never fight over one socket. Used for the IPC and the REST sockets.
+pub fn prepare_socket_path(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir)?;
-            use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         }
     }
@@ -321,6 +319,14 @@ pub fn bind(path: &std::path::Path, mode: u32) -> std::io::Result<Listener> {
         }
         std::fs::remove_file(path)?;
     }
+    Ok(())
+}
+
+/// Bind the IPC socket at `path` with `mode` (see [`prepare_socket_path`]).
+pub fn bind(path: &std::path::Path, mode: u32) -> std::io::Result<Listener> {
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+    prepare_socket_path(path)?;
     let name = path.to_fs_name::<GenericFilePath>()?;
     let listener = ListenerOptions::new().name(name).mode(mode as libc_mode::ModeT).create_tokio_as::<Listener>()?;
     // The umask may have masked bits away; the configured mode is what we promise.

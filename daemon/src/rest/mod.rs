@@ -137,21 +137,10 @@ pub fn server_tracked(
     Ok(http.run())
 }
 
-/// Bind a Unix socket for REST with `mode`, replacing a stale socket file.
+/// Bind a Unix socket for REST with `mode` (see [`crate::ipc_server::prepare_socket_path`]).
 pub fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("something is listening on {} already", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    crate::ipc_server::prepare_socket_path(path)?;
     let l = std::os::unix::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
