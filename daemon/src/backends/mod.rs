@@ -16,6 +16,7 @@
 //! state behind interior mutability. Backends never block an async executor thread:
 //! blocking I/O goes to `tokio::task::spawn_blocking`.
 
+pub mod open_state;
 pub mod posixfs;
 #[cfg(feature = "rclone")]
 pub mod rclone;

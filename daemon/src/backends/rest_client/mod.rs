@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use stdio::StdioSession;
@@ -42,7 +41,7 @@ enum Transport {
 /// A backend that is a REST server somewhere.
 pub struct RestClient {
     transport: Transport,
-    opened: AtomicBool,
+    opened: super::open_state::OpenState,
 }
 
 /// One request, transport-independent.
@@ -150,15 +149,11 @@ impl RestClient {
             }
             Target::Stdio { command } => Transport::Stdio { command, session: Box::new(Mutex::new(None)) },
         };
-        Ok(RestClient { transport, opened: AtomicBool::new(false) })
+        Ok(RestClient { transport, opened: Default::default() })
     }
 
     fn must_be_open(&self) -> Result<()> {
-        if self.opened.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(Error::new(ErrorKind::BackendMustBeOpen, "the backend must be open"))
-        }
+        self.opened.must_be_open()
     }
 
     /// One HTTP exchange, no retries.
@@ -212,7 +207,7 @@ impl RestClient {
                     None => Err(Error::backend("internal: no stdio session")),
                 };
                 // Outside open/close (create, destroy) the session lives for one request.
-                if temporary || sent.is_err() || !self.opened.load(Ordering::SeqCst) {
+                if temporary || sent.is_err() || !self.opened.is_open() {
                     if let Some(s) = guard.take() {
                         let closed = s.close().await;
                         if sent.is_ok() {
@@ -289,25 +284,19 @@ fn float_header(r: &Resp, name: &str) -> f64 {
 #[async_trait]
 impl Backend for RestClient {
     async fn create(&self) -> Result<()> {
-        if self.opened.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::BackendMustNotBeOpen, "the backend must not be open"));
-        }
+        self.opened.must_not_be_open()?;
         let r = self.call(Req::new(reqwest::Method::POST, "").query("cmd", "create"), false).await?;
         ok_or_status(r, "create").map(|_| ())
     }
 
     async fn destroy(&self) -> Result<()> {
-        if self.opened.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::BackendMustNotBeOpen, "the backend must not be open"));
-        }
+        self.opened.must_not_be_open()?;
         let r = self.call(Req::new(reqwest::Method::DELETE, "").query("cmd", "destroy"), false).await?;
         ok_or_status(r, "destroy").map(|_| ())
     }
 
     async fn open(&self) -> Result<()> {
-        if self.opened.swap(true, Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::BackendMustNotBeOpen, "the backend is already open"));
-        }
+        self.opened.open()?;
         // Ask the server whether the store exists (410 when not), as a local open would.
         let checked = match self.call(Req::new(reqwest::Method::HEAD, ""), false).await {
             Ok(r) if r.status == 200 => Ok(()),
@@ -324,9 +313,7 @@ impl Backend for RestClient {
     }
 
     async fn close(&self) -> Result<()> {
-        if !self.opened.swap(false, Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::BackendMustBeOpen, "the backend is not open"));
-        }
+        self.opened.close()?;
         if let Transport::Stdio { session, .. } = &self.transport {
             if let Some(s) = session.lock().await.take() {
                 s.close().await?;

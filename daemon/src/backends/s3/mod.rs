@@ -75,7 +75,6 @@ use borgstore_ipc::{Error, ErrorKind, ItemInfo, Result};
 use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 pub use url::{Auth, Endpoint, Flavor, S3Url};
@@ -164,7 +163,7 @@ struct Inner {
     options: S3Options,
     /// Built on first use: loading the SDK config is async and reads profile files.
     client: tokio::sync::OnceCell<Client>,
-    opened: AtomicBool,
+    opened: super::open_state::OpenState,
 }
 
 /// Characters kept as they are in the `x-amz-copy-source` header.
@@ -221,7 +220,7 @@ impl S3 {
                 prefix,
                 options,
                 client: tokio::sync::OnceCell::new(),
-                opened: AtomicBool::new(false),
+                opened: Default::default(),
             }),
         }
     }
@@ -254,19 +253,11 @@ impl S3 {
     }
 
     fn must_be_open(&self) -> Result<()> {
-        if self.inner.opened.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(Error::must_be_open())
-        }
+        self.inner.opened.must_be_open()
     }
 
     fn must_not_be_open(&self) -> Result<()> {
-        if self.inner.opened.load(Ordering::SeqCst) {
-            Err(Error::must_not_be_open())
-        } else {
-            Ok(())
-        }
+        self.inner.opened.must_not_be_open()
     }
 
     async fn client(&self) -> Result<&Client> {
@@ -629,19 +620,11 @@ impl Backend for S3 {
         if self.first_keys("open", "", &self.inner.prefix, 1).await?.is_empty() {
             return Err(Error::new(ErrorKind::BackendDoesNotExist, "the store does not exist"));
         }
-        self.inner
-            .opened
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .map_err(|_| Error::must_not_be_open())?;
-        Ok(())
+        self.inner.opened.open()
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner
-            .opened
-            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-            .map_err(|_| Error::must_be_open())?;
-        Ok(())
+        self.inner.opened.close()
     }
 
     async fn mkdir(&self, name: &str) -> Result<()> {

@@ -68,7 +68,7 @@ pub struct Sftp {
 struct Inner {
     url: SftpUrl,
     options: SftpOptions,
-    opened: AtomicBool,
+    opened: super::open_state::OpenState,
     /// The current connection while open (None after a failed reconnect).
     conn: Mutex<Option<Arc<Conn>>>,
     /// One reconnect at a time; the others wait and use its result.
@@ -153,7 +153,7 @@ impl Sftp {
             inner: Arc::new(Inner {
                 url,
                 options,
-                opened: AtomicBool::new(false),
+                opened: Default::default(),
                 conn: Mutex::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
@@ -174,19 +174,11 @@ impl Sftp {
     }
 
     fn must_be_open(&self) -> Result<()> {
-        if self.inner.opened.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(Error::must_be_open())
-        }
+        self.inner.opened.must_be_open()
     }
 
     fn must_not_be_open(&self) -> Result<()> {
-        if self.inner.opened.load(Ordering::SeqCst) {
-            Err(Error::must_not_be_open())
-        } else {
-            Ok(())
-        }
+        self.inner.opened.must_not_be_open()
     }
 
     /// A new connection. With `resolve`, its base is the store directory's real path
@@ -275,7 +267,7 @@ impl Sftp {
         tracing::warn!("sftp: {what}: {}; reconnecting", last.message);
         for attempt in 1..=options.reconnect_tries {
             tokio::time::sleep(options.reconnect_wait).await;
-            if !self.inner.opened.load(Ordering::SeqCst) {
+            if !self.inner.opened.is_open() {
                 break;
             }
             let c = match self.reconnect(failed).await {
@@ -498,9 +490,9 @@ impl Backend for Sftp {
             }
         }
         let _guard = self.inner.reconnecting.lock().await;
-        if self.inner.opened.swap(true, Ordering::SeqCst) {
+        if let Err(e) = self.inner.opened.open() {
             c.disconnect().await;
-            return Err(Error::must_not_be_open());
+            return Err(e);
         }
         *lock(&self.inner.conn) = Some(Arc::new(c));
         Ok(())
@@ -508,9 +500,7 @@ impl Backend for Sftp {
 
     async fn close(&self) -> Result<()> {
         let _guard = self.inner.reconnecting.lock().await;
-        if !self.inner.opened.swap(false, Ordering::SeqCst) {
-            return Err(Error::must_be_open());
-        }
+        self.inner.opened.close()?;
         let c = lock(&self.inner.conn).take();
         if let Some(c) = c {
             c.disconnect().await;
