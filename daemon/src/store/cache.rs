@@ -257,9 +257,12 @@ impl Cache {
                 let (ns, policy) = self.policy_for(nested);
                 if let (Some(ns), true) = (ns, Self::limited(&policy)) {
                     let mut idx = self.lock();
-                    if let Some(i) = idx.get_mut(ns) {
-                        let size = i.entries.get(nested).map(|e| e.0).unwrap_or(v.len() as u64);
-                        i.touch(nested, size, now());
+                    // Only refresh what the index knows: an unknown item is being evicted or
+                    // replaced right now, and `v` may be just a range of it.
+                    if let Some(size) = idx.get(ns).and_then(|i| i.entries.get(nested)).map(|e| e.0) {
+                        if let Some(i) = idx.get_mut(ns) {
+                            i.touch(nested, size, now());
+                        }
                     }
                 }
                 Some(v)
@@ -298,11 +301,19 @@ impl Cache {
                 self.delete(stats, nested).await;
                 return;
             }
+            // Choose the victims and reserve our room in one critical section: stores of
+            // other items run concurrently, and each must see the others' bytes as taken
+            // before any of them writes, or together they overshoot the budget.
             let victims = {
                 let mut idx = self.lock();
                 let i = idx.entry(ns.to_string()).or_default();
                 i.remove(nested);
-                i.victims(&policy, len, now())
+                let victims = i.victims(&policy, len, now());
+                for v in &victims {
+                    i.remove(v);
+                }
+                i.touch(nested, len, now());
+                victims
             };
             for v in victims {
                 self.delete(stats, &v).await;
@@ -313,10 +324,15 @@ impl Cache {
             Ok(()) => {
                 stats.cache_count("cache_store_volume", len);
                 if let (Some(ns), true) = (ns, Self::limited(&policy)) {
+                    // Again, in case an eviction by a concurrent store dropped the reservation
+                    // in the meantime: the file is there now, so it counts.
                     self.lock().entry(ns.to_string()).or_default().touch(nested, len, now());
                 }
             }
-            Err(e) => self.error(stats, "store", nested, &e),
+            Err(e) => {
+                self.forget(nested);
+                self.error(stats, "store", nested, &e)
+            }
         }
     }
 
