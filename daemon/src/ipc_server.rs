@@ -4,8 +4,9 @@
 //! 1. read the peer's credentials (SO_PEERCRED, plus supplementary groups from /proc),
 //! 2. handshake (magic, version) with a deadline,
 //! 3. read requests in order and hand each to its store's actor (so a connection's
-//!    requests on one item take effect in the order sent), while replies are written by
-//!    a writer task as they complete: clients may pipeline,
+//!    requests on one item take effect in the order sent), while a writer task awaits
+//!    the answers and writes each reply as it completes: clients may pipeline, up to
+//!    `MAX_IN_FLIGHT` requests per connection before reading pauses,
 //! 4. stream `list` replies in chunks with an end marker.
 //!
 //! Bad input never panics and never disturbs other connections: an oversize frame is
@@ -19,18 +20,21 @@ use borgstore_ipc::protocol::{
     HandshakeReply, Hello, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
 };
 use borgstore_ipc::{Error, ErrorKind};
+use futures::stream::{FuturesUnordered, StreamExt};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::os::unix::uds_local_socket::tokio::{Listener, Stream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// How long a client may take to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies queued per connection before request reading pauses (backpressure).
 const REPLY_QUEUE: usize = 256;
+/// Requests of one connection in the daemon at once (read, not yet answered).
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// Settings of the server.
 #[derive(Debug, Clone)]
@@ -157,13 +161,35 @@ async fn connection(
         }
     }
 
-    // Replies are written by one task, in completion order.
-    let (tx, mut rx) = mpsc::channel::<Response>(REPLY_QUEUE);
+    // Replies are written by one task, in completion order. It awaits the actors'
+    // answers itself, so a finished operation wakes the writer directly.
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(REPLY_QUEUE);
     let max_frame = options.max_frame;
     let write_stream = stream.clone();
     let writer = tokio::spawn(async move {
         let mut w = &*write_stream;
-        while let Some(resp) = rx.recv().await {
+        let mut pending = FuturesUnordered::new();
+        let mut reading = true;
+        loop {
+            let (resp, _permit) = tokio::select! {
+                biased;
+                Some(done) = pending.next(), if !pending.is_empty() => done,
+                msg = rx.recv(), if reading => match msg {
+                    Some(Outgoing::Ready(resp)) => (resp, None),
+                    Some(Outgoing::Pending(id, answer, permit)) => {
+                        pending.push(async move {
+                            let outcome = answer.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
+                            (Response { id, body: single_reply(outcome) }, Some(permit))
+                        });
+                        continue;
+                    }
+                    None => {
+                        reading = false;
+                        continue;
+                    }
+                },
+                else => break,
+            };
             let bytes = match encode_frame(&resp, max_frame) {
                 Ok(b) => b,
                 Err(e) => {
@@ -181,7 +207,10 @@ async fn connection(
         let _ = w.flush().await;
     });
 
-    let mut tasks = JoinSet::new();
+    // At most this many requests of one connection are in the daemon at once; a client
+    // that pipelines more waits until replies went out (its socket buffer fills).
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut lists = JoinSet::new();
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut r, max_frame) => f,
@@ -192,43 +221,56 @@ async fn connection(
             Ok(None) => break,
             Err(e) => {
                 // Framing is lost (oversize or truncated frame): say why, then close.
-                let _ = tx.send(Response { id: 0, body: Reply::Err(Error::from(e)) }).await;
+                let _ = tx.send(Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) })).await;
                 break;
             }
         };
         let request = match decode_body::<Request>(&body) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Response { id: 0, body: Reply::Err(Error::from(e)) }).await;
+                let _ = tx.send(Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) })).await;
                 continue;
             }
         };
         let id = request.id;
-        match dispatch(&registry, &peer, request).await {
-            Dispatched::Now(body) => {
-                if tx.send(Response { id, body }).await.is_err() {
-                    break;
-                }
-            }
-            Dispatched::Later(rx) => {
+        let is_list = matches!(request.op, Op::List { .. });
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let sent = match dispatch(&registry, &peer, request).await {
+            Dispatched::Now(body) => tx.send(Outgoing::Ready(Response { id, body })).await.is_ok(),
+            Dispatched::Later(answer) if is_list => {
+                // A listing streams many replies; it gets its own task.
                 let tx = tx.clone();
-                tasks.spawn(async move {
-                    let outcome = rx.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
-                    answer(id, outcome, &tx).await;
+                lists.spawn(async move {
+                    let outcome = answer.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
+                    stream_list(id, outcome, &tx).await;
+                    drop(permit);
                 });
+                true
             }
+            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit)).await.is_ok(),
+        };
+        if !sent {
+            break;
         }
-        // Reap finished tasks so the set does not grow on long connections.
-        while tasks.try_join_next().is_some() {}
+        // Reap finished listings so the set does not grow on long connections.
+        while lists.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
+    while lists.join_next().await.is_some() {}
     drop(tx);
     let _ = writer.await;
 }
 
+/// What the reader hands the writer: a reply, or an operation whose answer is coming.
+enum Outgoing {
+    Ready(Response),
+    Pending(u64, Answer, OwnedSemaphorePermit),
+}
+
+type Answer = tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>;
+
 enum Dispatched {
     Now(Reply),
-    Later(tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>),
+    Later(Answer),
 }
 
 async fn dispatch(registry: &Registry, peer: &Peer, request: Request) -> Dispatched {
@@ -271,31 +313,42 @@ async fn dispatch(registry: &Registry, peer: &Peer, request: Request) -> Dispatc
     }
 }
 
-async fn answer(id: u64, outcome: borgstore_ipc::Result<Outcome>, tx: &mpsc::Sender<Response>) {
+/// The reply of an operation that answers once.
+fn single_reply(outcome: borgstore_ipc::Result<Outcome>) -> Reply {
     match outcome {
-        Ok(Outcome::Reply(body)) => {
-            let _ = tx.send(Response { id, body }).await;
-        }
-        Err(e) => {
-            let _ = tx.send(Response { id, body: Reply::Err(e) }).await;
-        }
+        Ok(Outcome::Reply(body)) => body,
+        Ok(Outcome::List(_)) => Reply::Err(Error::backend("internal: a listing where one reply was due")),
+        Err(e) => Reply::Err(e),
+    }
+}
+
+/// Stream a listing in chunks, then its end marker (or the error that stopped it).
+async fn stream_list(id: u64, outcome: borgstore_ipc::Result<Outcome>, tx: &mpsc::Sender<Outgoing>) {
+    let send = |body| tx.send(Outgoing::Ready(Response { id, body }));
+    match outcome {
         Ok(Outcome::List(mut lister)) => loop {
             match lister.next_chunk(LIST_CHUNK).await {
                 Ok(chunk) if chunk.is_empty() => {
-                    let _ = tx.send(Response { id, body: Reply::ListEnd }).await;
+                    let _ = send(Reply::ListEnd).await;
                     break;
                 }
                 Ok(chunk) => {
-                    if tx.send(Response { id, body: Reply::ListChunk(chunk) }).await.is_err() {
+                    if send(Reply::ListChunk(chunk)).await.is_err() {
                         break;
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Response { id, body: Reply::Err(e) }).await;
+                    let _ = send(Reply::Err(e)).await;
                     break;
                 }
             }
         },
+        Ok(Outcome::Reply(body)) => {
+            let _ = send(body).await;
+        }
+        Err(e) => {
+            let _ = send(Reply::Err(e)).await;
+        }
     }
 }
 

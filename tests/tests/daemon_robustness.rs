@@ -194,3 +194,34 @@ fn peers_without_a_grant_are_refused_and_logged() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(d.log_text().contains("refused a client without a grant"), "{}", d.log_text());
 }
+
+#[tokio::test]
+async fn a_client_pipelining_thousands_of_requests_gets_every_reply_once() {
+    // More requests than the daemon keeps in flight per connection (1024): reading pauses
+    // while replies go out, and nothing is dropped or answered twice.
+    let d = daemon();
+    created(&d).await;
+    d.client("s").await.store("item", b"v".to_vec()).await.unwrap();
+    let mut s = connect(&d);
+    let mut w = s.try_clone().unwrap();
+    const N: u64 = 3000;
+    let writer = std::thread::spawn(move || {
+        for id in 1..=N {
+            let op = if id % 2 == 0 { Op::Ping } else { Op::Info { name: "item".into(), deleted: false } };
+            w.write_all(&encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap()).unwrap();
+        }
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let r: Response = read_msg(&mut s).expect("a reply for every request");
+        match (r.id % 2, &r.body) {
+            (0, Reply::Pong) => {}
+            (1, Reply::Info(i)) => assert!(i.exists && i.size == 1),
+            other => panic!("unexpected reply {other:?}"),
+        }
+        assert!(seen.insert(r.id), "request {} answered twice", r.id);
+    }
+    writer.join().unwrap();
+    assert_eq!(seen.len() as u64, N);
+    still_serves(&d).await;
+}

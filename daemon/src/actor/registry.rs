@@ -57,11 +57,18 @@ impl StoreEntry {
     /// taken the operation, so a connection can pipeline in order.
     pub async fn enqueue(&self, op: Op) -> Result<oneshot::Receiver<Result<Outcome>>> {
         let (tx, rx) = oneshot::channel();
-        self.addr
-            .send(Exec { op, reply: tx })
-            .await
-            .map_err(|_| Error::backend(format!("store {} is shutting down", self.name)))?;
+        // Straight into the mailbox when it has room (no round trip to the actor's
+        // thread); only a full mailbox makes the caller wait.
+        match self.addr.try_send(Exec { op, reply: tx }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => self.addr.send(msg).await.map_err(|_| self.stopping())?,
+            Err(SendError::Closed(_)) => return Err(self.stopping()),
+        }
         Ok(rx)
+    }
+
+    fn stopping(&self) -> Error {
+        Error::backend(format!("store {} is shutting down", self.name))
     }
 
     /// Run a backend-level operation (REST) through the store's actor, ordered with

@@ -236,6 +236,15 @@ async fn ipc_section(quick: bool, smoke: bool) {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
     println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels)\n");
+    // The floor under every IPC number: a round trip that does no store work at all.
+    let pinger = Client::connect(ClientOptions::new("small").socket(&d.socket)).await.unwrap();
+    let rounds = pick(smoke, quick, 20, 2000, 10000);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        pinger.ping().await.unwrap();
+    }
+    let ping = rounds as f64 / t.elapsed().as_secs_f64();
+    println!("IPC round trip without store work (ping): {ping:.0}/s, {:.0} us each\n", 1e6 / ping);
     for (label, size, n, store) in [
         ("4 KiB", 4096, pick(smoke, quick, 20, 500, 3000), "small"),
         ("8 MiB", 8 << 20, pick(smoke, quick, 2, 8, 40), "big"),
