@@ -343,7 +343,7 @@ impl StoreState {
         match op {
             Op::Info { name, deleted } => reply(Reply::Info(store.info(&name, deleted).await?)),
             Op::Load { name, offset, size, deleted } => {
-                reply(Reply::Data(store.load(&name, offset, size, deleted).await?.to_vec()))
+                reply(Reply::Data(store.load(&name, offset, size, deleted).await?.into()))
             }
             Op::Store { name, value } => {
                 store.store(&name, Bytes::from(value)).await?;
@@ -368,7 +368,7 @@ impl StoreState {
                 reply(Reply::Text(store.hash(&name, algorithm(&alg)?, deleted).await?))
             }
             Op::Gather { sources, namespace, deleted } => {
-                reply(Reply::Data(store.gather(&sources, namespace.as_deref(), deleted).await?.to_vec()))
+                reply(Reply::Data(store.gather(&sources, namespace.as_deref(), deleted).await?.into()))
             }
             Op::Defrag { sources, target, algorithm: alg, namespace, deleted } => {
                 let name = match (target, alg) {

@@ -41,12 +41,14 @@ struct Rcd {
     child: Child,
     url: String,
     password: String,
+    /// Connections to this rcd only: a pooled connection must never outlive its rcd and
+    /// be reused for a later rcd that happens to get the same port.
+    http: reqwest::Client,
 }
 
 pub struct Rclone {
     /// The rclone fs string: `remote:path/`.
     fs: String,
-    http: reqwest::Client,
     rcd: Mutex<Option<Rcd>>,
 }
 
@@ -57,12 +59,7 @@ fn must_be_open() -> Error {
 impl Rclone {
     pub fn new(path: &str) -> Self {
         let fs = if path.ends_with(':') || path.ends_with('/') { path.to_string() } else { format!("{path}/") };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(300))
-            .build()
-            .unwrap_or_default();
-        Rclone { fs, http, rcd: Mutex::new(None) }
+        Rclone { fs, rcd: Mutex::new(None) }
     }
 
     /// rclone's version must be at least 1.57 (`rclone version` without a config).
@@ -89,6 +86,11 @@ impl Rclone {
 
     async fn start() -> Result<Rcd> {
         Self::check_version().await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| Error::backend(format!("cannot set up an HTTP client for rclone: {e}")))?;
         let password = hex::encode(rand::random::<[u8; 24]>());
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -105,10 +107,16 @@ impl Rclone {
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| Error::backend(format!("cannot start {} rcd: {e}", binary())))?;
+            let url = format!("http://127.0.0.1:{port}/");
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return Ok(Rcd { child, url: format!("http://127.0.0.1:{port}/"), password });
+                // Ready means: our rcd answers with our random password. A bare TCP
+                // connect is not enough: between picking the port and rcd binding it,
+                // another process (another store's rcd) may have taken the port, and we
+                // would talk to a stranger that goes away with its owner.
+                let probe = http.post(format!("{url}rc/noop")).basic_auth(RC_USER, Some(&password)).send().await;
+                if probe.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(Rcd { child, url, password, http });
                 }
                 if child.try_wait().ok().flatten().is_some() {
                     break; // e.g. the port was taken meanwhile: try another
@@ -123,22 +131,22 @@ impl Rclone {
         Err(Error::backend("rclone rcd failed to start (5 attempts)"))
     }
 
-    async fn endpoint(&self) -> Result<(String, String)> {
+    async fn endpoint(&self) -> Result<(reqwest::Client, String, String)> {
         let guard = self.rcd.lock().await;
         let rcd = guard.as_ref().ok_or_else(must_be_open)?;
-        Ok((rcd.url.clone(), rcd.password.clone()))
+        Ok((rcd.http.clone(), rcd.url.clone(), rcd.password.clone()))
     }
 
     /// Send a request built by `make`, retrying 500s `tries` times.
     async fn send(
         &self,
         tries: usize,
-        make: impl Fn(&str, &str) -> reqwest::RequestBuilder,
+        make: impl Fn(&reqwest::Client, &str, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let (url, password) = self.endpoint().await?;
+        let (http, url, password) = self.endpoint().await?;
         let mut last = None;
         for _ in 0..tries.max(1) {
-            let r = make(&url, &password)
+            let r = make(&http, &url, &password)
                 .send()
                 .await
                 .map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))?;
@@ -159,9 +167,8 @@ impl Rclone {
     async fn rpc(&self, command: &str, input: Value) -> Result<Value> {
         let body = input.to_string();
         let r = self
-            .send(1, |url, pw| {
-                self.http
-                    .post(format!("{url}{command}"))
+            .send(1, |http, url, pw| {
+                http.post(format!("{url}{command}"))
                     .basic_auth(RC_USER, Some(pw))
                     .header("content-type", "application/json")
                     .body(body.clone())
@@ -192,9 +199,9 @@ impl Rclone {
         if guard.is_some() {
             return Err(not_open_error());
         }
+        // start() returns only once our rcd answered an authenticated request.
         *guard = Some(Self::start().await?);
-        drop(guard);
-        self.rpc("rc/noop", json!({"value": "noop"})).await.map(|_| ())
+        Ok(())
     }
 
     /// Run `f` with rcd running just for it (create and destroy).
@@ -337,8 +344,8 @@ impl Backend for Rclone {
         let range = super::http_range(offset, size);
         let path = format!("[{}]/{name}", self.fs);
         let get = || {
-            self.send(TRIES, |url, pw| {
-                let mut rb = self.http.get(format!("{url}{path}")).basic_auth(RC_USER, Some(pw));
+            self.send(TRIES, |http, url, pw| {
+                let mut rb = http.get(format!("{url}{path}")).basic_auth(RC_USER, Some(pw));
                 if let Some(r) = &range {
                     rb = rb.header("range", r);
                 }
@@ -375,13 +382,13 @@ impl Backend for Rclone {
         let temp_leaf = format!("{leaf}.{}{TMP_SUFFIX}", hex::encode(rand::random::<[u8; 6]>()));
         let temp = if dir.is_empty() { temp_leaf.clone() } else { format!("{dir}/{temp_leaf}") };
         let leaf = temp_leaf;
-        self.send(TRIES, |url, pw| {
+        self.send(TRIES, |http, url, pw| {
             let part = reqwest::multipart::Part::stream(value.clone())
                 .file_name(leaf.clone())
                 .mime_str("application/octet-stream")
                 .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
             let form = reqwest::multipart::Form::new().part("file", part);
-            self.http.post(format!("{url}operations/uploadfile?{query}")).basic_auth(RC_USER, Some(pw)).multipart(form)
+            http.post(format!("{url}operations/uploadfile?{query}")).basic_auth(RC_USER, Some(pw)).multipart(form)
         })
         .await?;
         let input = json!({"srcFs": self.fs, "srcRemote": temp, "dstFs": self.fs, "dstRemote": name});
