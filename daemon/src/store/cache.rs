@@ -324,9 +324,17 @@ impl Cache {
             Ok(()) => {
                 stats.cache_count("cache_store_volume", len);
                 if let (Some(ns), true) = (ns, Self::limited(&policy)) {
-                    // Again, in case an eviction by a concurrent store dropped the reservation
-                    // in the meantime: the file is there now, so it counts.
-                    self.lock().entry(ns.to_string()).or_default().touch(nested, len, now());
+                    // A concurrent store of another item may have picked our reservation
+                    // as its victim while we wrote (its delete may even have run before
+                    // our write). Eviction wins: the room is promised to someone else.
+                    let evicted = !self.lock().get(ns).is_some_and(|i| i.entries.contains_key(nested));
+                    if evicted {
+                        match self.backend.delete(nested).await {
+                            Ok(()) => {}
+                            Err(e) if e.kind == ErrorKind::ObjectNotFound => {}
+                            Err(e) => self.error(stats, "delete", nested, &e),
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -443,6 +451,41 @@ mod tests {
         assert_eq!(i.victims(&p, 20, 1101.0), ["b"]);
         i.remove("b");
         assert_eq!(i.total, 50);
+    }
+
+    struct NoStats;
+    impl CacheStats for NoStats {
+        fn cache_count(&self, _: &str, _: u64) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_stores_of_different_items_stay_within_the_budget() {
+        use crate::backends::posixfs::{PosixFs, PosixFsOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let be: Arc<dyn Backend> = Arc::new(PosixFs::new(dir.path().join("c"), PosixFsOptions::default()).unwrap());
+        let policy = CachePolicy { mode: CacheMode::Writethrough, max_age: None, size: Some(1000) };
+        let cache = Cache::new(be.clone(), vec![("data/".into(), policy)]);
+        cache.create().await;
+        cache.open().await;
+        for round in 0..20u8 {
+            // join! starts every store before any write finishes: each must see the
+            // others' bytes as taken already.
+            let names: Vec<String> = (0..5).map(|i| format!("data/{round:02}{i}")).collect();
+            let v = || Bytes::from(vec![round; 400]);
+            let (n0, n1, n2, n3, n4) = (&names[0], &names[1], &names[2], &names[3], &names[4]);
+            tokio::join!(
+                cache.store(&NoStats, n0, v()),
+                cache.store(&NoStats, n1, v()),
+                cache.store(&NoStats, n2, v()),
+                cache.store(&NoStats, n3, v()),
+                cache.store(&NoStats, n4, v()),
+            );
+            let on_disk: u64 = be.list("data").await.unwrap().iter().map(|i| i.size).sum();
+            assert!(on_disk <= 1000, "round {round}: {on_disk} bytes cached, budget 1000");
+            assert!(cache.indexed_bytes("data/") <= 1000);
+            assert!(on_disk <= cache.indexed_bytes("data/"), "a cached file the index does not count");
+        }
+        cache.close().await;
     }
 
     #[test]
