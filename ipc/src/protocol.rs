@@ -4,7 +4,9 @@
 //! daemon. Then the client sends [`Request`]s, each with its own `id` and the name of
 //! the store it addresses, and may send many before the first answer arrives
 //! (pipelining). The daemon answers each with [`Response`]s carrying the same id, in
-//! completion order. A `list` is answered by zero or more [`Reply::ListChunk`] and one
+//! completion order. It keeps a bounded number of a connection's requests in flight
+//! (1024 in borgstored) and stops reading while that many are unanswered, so a client
+//! that pipelines must also read its replies. A `list` is answered by zero or more [`Reply::ListChunk`] and one
 //! [`Reply::ListEnd`] (or a [`Reply::Err`]), so any listing streams in bounded memory.
 //!
 //! Every message travels as one frame, see [`crate::codec`].
