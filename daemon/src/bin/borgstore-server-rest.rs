@@ -223,8 +223,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    let system = actix_rt::System::with_tokio_rt(move || runtime().expect("tokio runtime"));
+    let system = match borgstore_daemon::actor::system() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("borgstore-server-rest: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
     let code = system.block_on(run(args, config, inherited));
     std::process::exit(code);
 }
