@@ -178,7 +178,7 @@ async fn connection(
                     Some(Outgoing::Ready(resp)) => (resp, None),
                     Some(Outgoing::Pending(id, answer, permit)) => {
                         pending.push(async move {
-                            let outcome = answer.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
+                            let outcome = outcome_of(answer).await;
                             (Response { id, body: single_reply(outcome) }, Some(permit))
                         });
                         continue;
@@ -241,7 +241,7 @@ async fn connection(
                 // A listing streams many replies; it gets its own task.
                 let tx = tx.clone();
                 lists.spawn(async move {
-                    let outcome = answer.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")));
+                    let outcome = outcome_of(answer).await;
                     stream_list(id, outcome, &tx).await;
                     drop(permit);
                 });
@@ -267,6 +267,11 @@ enum Outgoing {
 }
 
 type Answer = tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>;
+
+/// The outcome an actor sends; a dropped sender means the store stopped.
+async fn outcome_of(answer: Answer) -> borgstore_ipc::Result<Outcome> {
+    answer.await.unwrap_or_else(|_| Err(Error::backend("the store stopped")))
+}
 
 enum Dispatched {
     Now(Reply),

@@ -71,20 +71,21 @@ impl StoreEntry {
         Error::backend(format!("store {} is shutting down", self.name))
     }
 
+    fn stopped_midway(&self) -> Error {
+        Error::backend(format!("store {} stopped while running the operation", self.name))
+    }
+
     /// Run a backend-level operation (REST) through the store's actor, ordered with
     /// everything else on the store.
     pub async fn raw(&self, op: RawOp) -> Result<RawReply> {
         let (tx, rx) = oneshot::channel();
-        self.addr
-            .send(RawExec { op, reply: tx })
-            .await
-            .map_err(|_| Error::backend(format!("store {} is shutting down", self.name)))?;
-        rx.await.map_err(|_| Error::backend(format!("store {} stopped while running the operation", self.name)))?
+        self.addr.send(RawExec { op, reply: tx }).await.map_err(|_| self.stopping())?;
+        rx.await.map_err(|_| self.stopped_midway())?
     }
 
     async fn send_exec(&self, op: Op) -> Result<Outcome> {
         let rx = self.enqueue(op).await?;
-        rx.await.map_err(|_| Error::backend(format!("store {} stopped while running the operation", self.name)))?
+        rx.await.map_err(|_| self.stopped_midway())?
     }
 }
 

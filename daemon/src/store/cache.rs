@@ -259,8 +259,8 @@ impl Cache {
                     let mut idx = self.lock();
                     // Only refresh what the index knows: an unknown item is being evicted or
                     // replaced right now, and `v` may be just a range of it.
-                    if let Some(size) = idx.get(ns).and_then(|i| i.entries.get(nested)).map(|e| e.0) {
-                        if let Some(i) = idx.get_mut(ns) {
+                    if let Some(i) = idx.get_mut(ns) {
+                        if let Some(size) = i.entries.get(nested).map(|e| e.0) {
                             i.touch(nested, size, now());
                         }
                     }
@@ -329,11 +329,7 @@ impl Cache {
                     // our write). Eviction wins: the room is promised to someone else.
                     let evicted = !self.lock().get(ns).is_some_and(|i| i.entries.contains_key(nested));
                     if evicted {
-                        match self.backend.delete(nested).await {
-                            Ok(()) => {}
-                            Err(e) if e.kind == ErrorKind::ObjectNotFound => {}
-                            Err(e) => self.error(stats, "delete", nested, &e),
-                        }
+                        self.delete(stats, nested).await;
                     }
                 }
             }
