@@ -2,7 +2,7 @@
 //! Python reference `borgstore-server-rest`, on spare loopback ports; plus a minimal
 //! HTTP/1.1 client for requests no well-behaved client would send.
 
-use crate::daemon::binary;
+use crate::daemon::{binary, Daemon};
 use crate::python::{bin_dir, Version};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -201,4 +201,35 @@ pub fn request(
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
     raw_request(port, &bytes).unwrap_or_else(|| panic!("no response to {method} {target}"))
+}
+
+/// `borgstored` with REST on `127.0.0.1:port` and on `rest.sock` in its directory,
+/// serving two stores: `main` (data/ at 2 nesting levels, quota 100000 bytes, Basic
+/// auth alice:wonderland) and `other` (no auth). `extra` adds flags.
+pub fn daemon_with_rest(port: u16, extra: &[&str]) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let main = format!("main=file://{}/main", dir.path().display());
+    let other = format!("other=file://{}/other", dir.path().display());
+    let rest = format!("127.0.0.1:{port}");
+    let rest_socket = dir.path().join("rest.sock");
+    let mut args = vec![
+        "--store",
+        &main,
+        "--store",
+        &other,
+        "--levels",
+        "main:data/=2",
+        "--rest",
+        &rest,
+        "--rest-socket",
+        rest_socket.to_str().unwrap(),
+        "--rest-auth",
+        "main=alice:wonderland",
+        "--quota",
+        "main=100000",
+    ];
+    args.extend_from_slice(extra);
+    let d = Daemon::start_in(dir, &args, &[]);
+    wait_port(port, "borgstored REST", &d.log);
+    d
 }

@@ -3,39 +3,10 @@
 //! clients of one store sharing its ordering, stats and quota.
 
 use borgstore_client::{ErrorKind, MoveAction};
-use borgstore_tests::daemon::Daemon;
-use borgstore_tests::rest::{free_port, request, wait_port};
+use borgstore_tests::rest::{daemon_with_rest, free_port, request};
 use std::io::{Read, Write};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn daemon_with_rest(port: u16, extra: &[&str]) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let main = format!("main=file://{}/main", dir.path().display());
-    let other = format!("other=file://{}/other", dir.path().display());
-    let rest = format!("127.0.0.1:{port}");
-    let rest_socket = dir.path().join("rest.sock");
-    let mut args = vec![
-        "--store",
-        &main,
-        "--store",
-        &other,
-        "--levels",
-        "main:data/=2",
-        "--rest",
-        &rest,
-        "--rest-socket",
-        rest_socket.to_str().unwrap(),
-        "--rest-auth",
-        "main=alice:wonderland",
-        "--quota",
-        "main=100000",
-    ];
-    args.extend_from_slice(extra);
-    let d = Daemon::start_in(dir, &args, &[]);
-    wait_port(port, "borgstored REST", &d.log);
-    d
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rest_and_ipc_clients_share_one_store() {

@@ -3,36 +3,12 @@
 //! clients did per store, with no credentials and no paths; without the flag the path
 //! is just a request for a store named "-".
 
-use borgstore_tests::daemon::Daemon;
-use borgstore_tests::rest::{free_port, raw_request, request, wait_port, Response};
+use borgstore_tests::rest::{daemon_with_rest, free_port, raw_request, request, Response};
 use std::collections::BTreeMap;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const KEY2: &str = "fedcba9876543210fedcba9876543210";
 const KEY3: &str = "00112233445566778899aabbccddeeff";
-
-fn daemon(port: u16, extra: &[&str]) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let main = format!("main=file://{}/main", dir.path().display());
-    let other = format!("other=file://{}/other", dir.path().display());
-    let rest = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--store",
-        &main,
-        "--store",
-        &other,
-        "--levels",
-        "main:data/=2",
-        "--rest",
-        &rest,
-        "--rest-auth",
-        "main=alice:wonderland",
-    ];
-    args.extend_from_slice(extra);
-    let d = Daemon::start_in(dir, &args, &[]);
-    wait_port(port, "borgstored REST", &d.log);
-    d
-}
 
 /// A plain GET as a Prometheus scraper sends it: no Accept header, no credentials.
 fn scrape(port: u16) -> Response {
@@ -82,7 +58,7 @@ fn parse(text: &str) -> BTreeMap<(String, String), f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_exactly_what_clients_did_per_store() {
     let port = free_port();
-    let d = daemon(port, &["--rest-metrics"]);
+    let d = daemon_with_rest(port, &["--rest-metrics"]);
     let alice = Some(("alice", "wonderland"));
     let main = d.client("main").await;
     let other = d.client("other").await;
@@ -170,7 +146,7 @@ async fn metrics_count_exactly_what_clients_did_per_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_flag_the_path_is_a_store_name() {
     let port = free_port();
-    let _d = daemon(port, &[]);
+    let _d = daemon_with_rest(port, &[]);
     let r = request(port, "GET", "/-/metrics", None, &[], b"");
     assert_eq!((r.status, r.text().as_str()), (404, "no such store"));
     // As for any store path: no Accept header, no answer but 406.
