@@ -7,11 +7,13 @@
 //!
 //! Every problem is reported as an InvalidArgument error that names the setting.
 
+use crate::access::{Credentials, Door, Grants};
+use crate::backends::durability::FsyncMode;
 use crate::backends::posixfs::Permissions;
 use crate::store::config::{NamespaceConfig, Namespaces};
 use borgstore_ipc::{Error, Result};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Default frame limit: 256 MiB.
@@ -31,8 +33,14 @@ pub struct DaemonConfig {
     pub rest_max_body: u64,
     /// Serve `GET /-/metrics` (Prometheus text, no auth) on the REST listeners.
     pub rest_metrics: bool,
+    /// Request bytes held in memory at once, daemon-wide (IPC frames and REST bodies
+    /// that are not streamed to disk); more waits.
+    pub max_in_flight: u64,
     pub stores: BTreeMap<String, StoreSettings>,
 }
+
+/// Default daemon-wide budget of request bytes in memory: 256 MiB.
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 256 << 20;
 
 /// Default REST body limit: 1 GiB.
 pub const DEFAULT_REST_MAX_BODY: u64 = 1 << 30;
@@ -58,6 +66,12 @@ pub struct StoreSettings {
     pub latency_us: Option<f64>,
     /// Emulated bandwidth (bit/s); None: `BORGSTORE_BANDWIDTH`.
     pub bandwidth: Option<f64>,
+    /// Durability of acknowledged writes (file: and sftp: stores).
+    pub fsync: FsyncMode,
+    /// The doors (listeners) this store is served on.
+    pub serve_on: BTreeSet<Door>,
+    /// The doors where this store needs no grant (see [`crate::access`]).
+    pub public_on: BTreeSet<Door>,
 }
 
 impl StoreSettings {
@@ -76,6 +90,22 @@ impl StoreSettings {
             cache: BTreeMap::new(),
             latency_us: None,
             bandwidth: None,
+            fsync: FsyncMode::default(),
+            serve_on: Door::ALL.into_iter().collect(),
+            public_on: BTreeSet::new(),
+        }
+    }
+
+    /// Who may use this store (named `name`) through which door.
+    pub fn grants(&self, name: &str) -> Grants {
+        Grants {
+            store: name.to_string(),
+            owner_uid: current_uid(),
+            allow_uids: self.allow_uids.clone(),
+            allow_gids: self.allow_gids.clone(),
+            credentials: Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref()),
+            serve_on: self.serve_on.clone(),
+            public_on: self.public_on.clone(),
         }
     }
 
@@ -118,6 +148,7 @@ struct FileConfig {
     rest_max_body: Option<u64>,
     rest_metrics: Option<bool>,
     max_frame: Option<u32>,
+    max_in_flight: Option<u64>,
     #[serde(default)]
     stores: BTreeMap<String, FileStore>,
 }
@@ -139,6 +170,9 @@ struct FileStore {
     rest_password: Option<String>,
     latency_us: Option<f64>,
     bandwidth: Option<f64>,
+    fsync: Option<String>,
+    serve_on: Option<Vec<String>>,
+    public_on: Option<Vec<String>>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
 }
@@ -180,6 +214,14 @@ pub struct Overrides {
     pub allow_gids: Vec<String>,
     /// `NAME=MICROSECONDS` of emulated latency per backend call.
     pub latencies: Vec<String>,
+    /// `NAME=off|always|batch`
+    pub fsync: Vec<String>,
+    /// `NAME=DOOR[,DOOR...]`: the listeners a store is served on.
+    pub serve_on: Vec<String>,
+    /// `NAME=DOOR[,DOOR...]`: the listeners where a store needs no grant.
+    pub public_on: Vec<String>,
+    /// Daemon-wide budget of request bytes in memory.
+    pub max_in_flight: Option<u64>,
 }
 
 /// Parse an octal mode like `0660`.
@@ -196,6 +238,13 @@ fn split_pair<'a>(flag: &str, value: &'a str) -> Result<(&'a str, &'a str)> {
         .split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| Error::invalid(format!("{flag} expects NAME=VALUE, got {value:?}")))
+}
+
+fn doors(list: &[String], what: &str) -> Result<BTreeSet<Door>> {
+    list.iter()
+        .map(|d| d.parse::<Door>())
+        .collect::<Result<_>>()
+        .map_err(|e| Error::invalid(format!("{what}: {}", e.message)))
 }
 
 fn check_store_name(name: &str) -> Result<()> {
@@ -292,6 +341,18 @@ impl DaemonConfig {
                 }
                 namespaces.insert(ns, NamespaceConfig { levels: n.levels });
             }
+            let fsync = match s.fsync.as_deref() {
+                Some(m) => m.parse().map_err(|e: Error| Error::invalid(format!("store {name}: {}", e.message)))?,
+                None => FsyncMode::default(),
+            };
+            let serve_on = match &s.serve_on {
+                Some(list) => doors(list, &format!("store {name}: serve_on"))?,
+                None => Door::ALL.into_iter().collect(),
+            };
+            let public_on = match &s.public_on {
+                Some(list) => doors(list, &format!("store {name}: public_on"))?,
+                None => BTreeSet::new(),
+            };
             stores.insert(
                 name,
                 StoreSettings {
@@ -308,6 +369,9 @@ impl DaemonConfig {
                     cache,
                     latency_us: s.latency_us,
                     bandwidth: s.bandwidth,
+                    fsync,
+                    serve_on,
+                    public_on,
                 },
             );
         }
@@ -397,6 +461,29 @@ impl DaemonConfig {
                 s.latency_us = Some(us);
             }
         }
+        for spec in &flags.fsync {
+            let (name, mode) = split_pair("--fsync", spec)?;
+            store_mut(&mut stores, "--fsync", name)?;
+            let mode: FsyncMode =
+                mode.parse().map_err(|e: Error| Error::invalid(format!("--fsync {name}: {}", e.message)))?;
+            if let Some(s) = stores.get_mut(name) {
+                s.fsync = mode;
+            }
+        }
+        for (flag, specs, public) in [("--serve-on", &flags.serve_on, false), ("--public-on", &flags.public_on, true)] {
+            for spec in specs {
+                let (name, list) = split_pair(flag, spec)?;
+                store_mut(&mut stores, flag, name)?;
+                let set = Door::parse_list(list, flag)?;
+                if let Some(s) = stores.get_mut(name) {
+                    if public {
+                        s.public_on.extend(set);
+                    } else {
+                        s.serve_on = set;
+                    }
+                }
+            }
+        }
         if stores.is_empty() {
             let mut s = StoreSettings::new(file_url(&default_store_path()));
             s.create = true;
@@ -422,6 +509,15 @@ impl DaemonConfig {
             })?;
         }
         let rest_max_body = file.rest_max_body.unwrap_or(DEFAULT_REST_MAX_BODY);
+        if rest.is_some() {
+            for (name, s) in &stores {
+                s.grants(name).check_listener(Door::Rest)?;
+            }
+        }
+        let max_in_flight = flags.max_in_flight.or(file.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight < 1 << 20 {
+            return Err(Error::invalid("max_in_flight must be at least 1048576 bytes (1 MiB)"));
+        }
         Ok(DaemonConfig {
             socket: flags.socket.clone().or(file.socket).unwrap_or_else(default_socket),
             socket_mode,
@@ -430,6 +526,7 @@ impl DaemonConfig {
             rest_socket: flags.rest_socket.clone().or(file.rest_socket),
             rest_max_body,
             rest_metrics: flags.rest_metrics || file.rest_metrics.unwrap_or(false),
+            max_in_flight,
             stores,
         })
     }

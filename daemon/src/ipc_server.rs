@@ -1,20 +1,30 @@
 //! The IPC server: IPC protocol v1 (DESIGN.md section 5) over a Unix socket.
 //!
 //! One task per connection:
-//! 1. read the peer's credentials (SO_PEERCRED, plus supplementary groups from /proc),
-//! 2. handshake (magic, version) with a deadline,
+//! 1. read the peer's credentials from the kernel ([`LocalPeer`]: SO_PEERCRED and
+//!    SO_PEERGROUPS, fixed at connect time),
+//! 2. handshake (magic, version) with a deadline; the hello frame may be at most
+//!    [`limits::HANDSHAKE_MAX`] bytes, and a peer granted no store at all is refused here,
 //! 3. read requests in order and hand each to its store's actor (so a connection's
 //!    requests on one item take effect in the order sent), while a writer task awaits
 //!    the answers and writes each reply as it completes: clients may pipeline, up to
-//!    `MAX_IN_FLIGHT` requests per connection before reading pauses,
+//!    `MAX_IN_FLIGHT` requests and [`limits::PER_CONNECTION`] request bytes per
+//!    connection, and within the daemon-wide budget, before reading pauses,
 //! 4. stream `list` replies in chunks with an end marker.
+//!
+//! Every request is decided by [`crate::access`] (door `socket`), the same decision the
+//! REST doors use. Room for a request's bytes is reserved from its frame header before
+//! the body is read, and given back once its reply is written.
 //!
 //! Bad input never panics and never disturbs other connections: an oversize frame is
 //! answered with an error and the connection closed; a malformed body gets an error
-//! reply (id 0) and the connection goes on. On shutdown a connection stops reading,
+//! reply (id 0) and the connection goes on; a body that stalls for
+//! [`limits::BODY_IDLE`] ends the connection. On shutdown a connection stops reading,
 //! finishes and answers what it already accepted, then closes.
 
-use crate::actor::{Outcome, Peer, Registry};
+use crate::access::{Caller, Door, LocalPeer, Refusal};
+use crate::actor::{Outcome, Registry};
+use crate::limits::{self, Budget, Reservation};
 use borgstore_ipc::codec::{decode_body, encode_frame, read_header, FrameError};
 use borgstore_ipc::protocol::{
     HandshakeReply, Hello, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
@@ -75,35 +85,45 @@ pub async fn serve(
 }
 
 /// The credentials of the process at the other end of `stream`.
-pub fn peer_of(stream: &Stream) -> std::io::Result<Peer> {
-    let cred = nix::sys::socket::getsockopt(stream.inner(), nix::sys::socket::sockopt::PeerCredentials)?;
-    let pid = cred.pid();
-    Ok(Peer { uid: cred.uid(), gid: cred.gid(), groups: supplementary_groups(pid), pid: Some(pid) })
+pub fn peer_of(stream: &Stream) -> std::io::Result<LocalPeer> {
+    LocalPeer::of(stream.inner())
 }
 
-/// Supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-async fn read_frame(recv: &mut &Stream, max_frame: u32) -> Result<Option<Vec<u8>>, FrameError> {
+/// The length of the next frame, checked against `max_frame`; None at a clean end.
+async fn read_length(recv: &mut &Stream, max_frame: u32) -> Result<Option<u32>, FrameError> {
     let mut header = [0u8; 4];
     match recv.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(_) => return Ok(None),
+        Ok(_) => Ok(Some(read_header(&header, max_frame)?)),
+        Err(_) => Ok(None),
     }
-    let len = read_header(&header, max_frame)?;
+}
+
+/// A frame body of `len` bytes; a client that stops sending for [`limits::BODY_IDLE`]
+/// (with room for its bytes reserved) loses the connection.
+async fn read_body(recv: &mut &Stream, len: u32) -> Result<Vec<u8>, FrameError> {
     let mut body = vec![0u8; len as usize];
-    recv.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
-    Ok(Some(body))
+    let mut filled = 0;
+    while filled < body.len() {
+        match tokio::time::timeout(limits::BODY_IDLE, recv.read(&mut body[filled..])).await {
+            Ok(Ok(n)) if n > 0 => filled += n,
+            _ => return Err(FrameError::Truncated),
+        }
+    }
+    Ok(body)
+}
+
+/// One whole frame of at most `max_frame` bytes (the handshake).
+async fn read_frame(recv: &mut &Stream, max_frame: u32) -> Result<Option<Vec<u8>>, FrameError> {
+    match read_length(recv, max_frame).await? {
+        Some(len) => read_body(recv, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Room for one request's bytes: in its connection's budget and the daemon's.
+struct Held {
+    _connection: Reservation,
+    _daemon: Reservation,
 }
 
 async fn write_frame(send: &mut &Stream, bytes: &[u8]) -> std::io::Result<()> {
@@ -128,21 +148,33 @@ async fn connection(
     let mut r = &*stream;
     let mut w = &*stream;
 
-    // Handshake.
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut r, options.max_frame)).await {
+    // Handshake: a hello is tiny, so its frame gets a small limit of its own.
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut r, limits::HANDSHAKE_MAX)).await {
         Ok(Ok(Some(body))) => decode_body::<Hello>(&body).map_err(Error::from),
         Ok(Ok(None)) => return,
+        Ok(Err(FrameError::TooLarge { len, max })) => Err(Error::invalid(format!(
+            "handshake frame of {len} bytes exceeds the limit of {max} bytes (not a borgstore IPC client?)"
+        ))),
         Ok(Err(e)) => Err(Error::from(e)),
         Err(_) => Err(Error::invalid("handshake timed out")),
     };
+    let caller = Caller { door: Door::Socket, peer: Some(&peer), authorization: None };
     let verdict = match hello {
         Ok(h) if h.magic != MAGIC => Err(Error::invalid("not a borgstore IPC client (bad magic)")),
         Ok(h) if h.version != PROTOCOL_VERSION => Err(Error::invalid(format!(
             "unsupported IPC protocol version {} (this daemon speaks {PROTOCOL_VERSION})",
             h.version
         ))),
+        Ok(h) if registry.granted(&caller).next().is_none() => {
+            // Nothing here for this peer: it never gets to send a request frame.
+            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, client = %h.client_name.escape_debug(), "refused a client granted no store");
+            Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("uid {} is not granted any store of this daemon", peer.uid),
+            ))
+        }
         Ok(h) => {
-            tracing::debug!(uid = peer.uid, pid = ?peer.pid, client = %h.client_name, "client connected");
+            tracing::debug!(uid = peer.uid, pid = ?peer.pid, client = %h.client_name.escape_debug(), "client connected");
             Ok(())
         }
         Err(e) => Err(e),
@@ -176,10 +208,10 @@ async fn connection(
                 Some(done) = pending.next(), if !pending.is_empty() => done,
                 msg = rx.recv(), if reading => match msg {
                     Some(Outgoing::Ready(resp)) => (resp, None),
-                    Some(Outgoing::Pending(id, answer, permit)) => {
+                    Some(Outgoing::Pending(id, answer, permit, held)) => {
                         pending.push(async move {
                             let outcome = outcome_of(answer).await;
-                            (Response { id, body: single_reply(outcome) }, Some(permit))
+                            (Response { id, body: single_reply(outcome) }, Some((permit, held)))
                         });
                         continue;
                     }
@@ -210,17 +242,31 @@ async fn connection(
     // At most this many requests of one connection are in the daemon at once; a client
     // that pipelines more waits until replies went out (its socket buffer fills).
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let connection_budget = Budget::new(limits::PER_CONNECTION);
+    let daemon_budget = registry.budget().clone();
     let mut lists = JoinSet::new();
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut r, max_frame) => f,
+            f = read_length(&mut r, max_frame) => f,
             _ = shutdown.changed() => break,
         };
-        let body = match frame {
-            Ok(Some(body)) => body,
+        let len = match frame {
+            Ok(Some(len)) => len,
             Ok(None) => break,
             Err(e) => {
-                // Framing is lost (oversize or truncated frame): say why, then close.
+                // Framing is lost (oversize frame): say why, then close.
+                let _ = tx.send(Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) })).await;
+                break;
+            }
+        };
+        // Room for the bytes first (this connection's share, then the daemon's), then the bytes.
+        let held = Held {
+            _connection: connection_budget.reserve(len as u64).await,
+            _daemon: daemon_budget.reserve(len as u64).await,
+        };
+        let body = match read_body(&mut r, len).await {
+            Ok(body) => body,
+            Err(e) => {
                 let _ = tx.send(Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) })).await;
                 break;
             }
@@ -243,11 +289,11 @@ async fn connection(
                 lists.spawn(async move {
                     let outcome = outcome_of(answer).await;
                     stream_list(id, outcome, &tx).await;
-                    drop(permit);
+                    drop((permit, held));
                 });
                 true
             }
-            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit)).await.is_ok(),
+            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit, held)).await.is_ok(),
         };
         if !sent {
             break;
@@ -260,10 +306,11 @@ async fn connection(
     let _ = writer.await;
 }
 
-/// What the reader hands the writer: a reply, or an operation whose answer is coming.
+/// What the reader hands the writer: a reply, or an operation whose answer is coming
+/// (with the request's place and bytes in flight, given back once the reply is out).
 enum Outgoing {
     Ready(Response),
-    Pending(u64, Answer, OwnedSemaphorePermit),
+    Pending(u64, Answer, OwnedSemaphorePermit, Held),
 }
 
 type Answer = tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>;
@@ -278,31 +325,39 @@ enum Dispatched {
     Later(Answer),
 }
 
-async fn dispatch(registry: &Registry, peer: &Peer, request: Request) -> Dispatched {
+async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request) -> Dispatched {
+    let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None };
     match request.op {
         Op::Ping => return Dispatched::Now(Reply::Pong),
         Op::Stores => {
             let stores = registry
-                .entries()
-                .filter(|e| e.allows(peer))
+                .granted(&caller)
                 .map(|e| StoreSummary { name: e.name.clone(), url_scheme: e.scheme().to_string() })
                 .collect();
             return Dispatched::Now(Reply::Stores(stores));
         }
         _ => {}
     }
-    let Some(entry) = registry.get(&request.store) else {
-        return Dispatched::Now(Reply::Err(Error::new(
+    let not_here = || {
+        Dispatched::Now(Reply::Err(Error::new(
             ErrorKind::BackendDoesNotExist,
             format!("no store named {} is served here", crate::names::shown(&request.store)),
-        )));
+        )))
     };
-    if !entry.allows(peer) {
-        tracing::warn!(store = %entry.name, uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a client without a grant");
-        return Dispatched::Now(Reply::Err(Error::new(
-            ErrorKind::PermissionDenied,
-            format!("uid {} is not granted access to store {}", peer.uid, entry.name),
-        )));
+    let Some(entry) = registry.get(&request.store) else {
+        return not_here();
+    };
+    match entry.decide(&caller) {
+        Ok(_) => {}
+        Err(Refusal::NotServedHere) => return not_here(),
+        Err(refusal) => {
+            let why = match refusal {
+                Refusal::NotGranted(why) => why,
+                _ => format!("store {} needs credentials", entry.name),
+            };
+            tracing::warn!(store = %entry.name, uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a client without a grant: {why}");
+            return Dispatched::Now(Reply::Err(Error::new(ErrorKind::PermissionDenied, why)));
+        }
     }
     if matches!(request.op, Op::ConfigureCache { .. }) && peer.uid != crate::config::current_uid() {
         // The cache URL makes the daemon write where it says: only its own user may.

@@ -13,6 +13,9 @@
 //!
 //! The daemon builds on these:
 //!
+//! - [`access`]: the one access decision every door (IPC, REST socket, REST TCP) asks:
+//!   who is calling, and may they use this store.
+//! - [`limits`]: the daemon-wide and per-connection budgets of request bytes in memory.
 //! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps) and the
 //!   registry of named stores with their grants.
 //! - [`ipc_server`]: the Unix socket, peer credentials, the bincode protocol of
@@ -21,11 +24,13 @@
 //!   `borgstore-server-rest`; requests go through the same store actors.
 //! - [`config`]: the TOML file and flags; [`systemd`]: notify and socket activation.
 
+pub mod access;
 pub mod actor;
 pub mod backends;
 pub mod config;
 pub mod hashing;
 pub mod ipc_server;
+pub mod limits;
 pub mod names;
 pub mod rest;
 pub mod store;

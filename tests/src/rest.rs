@@ -205,7 +205,7 @@ pub fn request(
 
 /// `borgstored` with REST on `127.0.0.1:port` and on `rest.sock` in its directory,
 /// serving two stores: `main` (data/ at 2 nesting levels, quota 100000 bytes, Basic
-/// auth alice:wonderland) and `other` (no auth). `extra` adds flags.
+/// auth alice:wonderland) and `other` (no auth, declared public on TCP). `extra` adds flags.
 pub fn daemon_with_rest(port: u16, extra: &[&str]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let main = format!("main=file://{}/main", dir.path().display());
@@ -227,6 +227,8 @@ pub fn daemon_with_rest(port: u16, extra: &[&str]) -> Daemon {
         "main=alice:wonderland",
         "--quota",
         "main=100000",
+        "--public-on",
+        "other=rest",
     ];
     args.extend_from_slice(extra);
     let d = Daemon::start_in(dir, &args, &[]);

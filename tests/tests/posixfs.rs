@@ -1,6 +1,7 @@
 //! posixfs specifics that the generic conformance suite cannot see: the on-disk layout,
 //! temp files, permissions, quota, timestamps.
 
+use borgstore_daemon::backends::body::{Body, BodyStream};
 use borgstore_daemon::backends::posixfs::{quota, Permissions, PosixFsOptions};
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_daemon::Backend;
@@ -13,6 +14,22 @@ use std::fs;
 
 fn kind<T: std::fmt::Debug>(r: borgstore_ipc::Result<T>) -> ErrorKind {
     r.expect_err("expected an error").kind
+}
+
+/// Every file under `root`, as paths relative to it.
+fn files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out
 }
 
 fn perms(pairs: &[(&str, &str)]) -> Permissions {
@@ -198,11 +215,81 @@ async fn quota_shared_by_two_backends() {
     assert_eq!(quota::read(&root), Some(1234 + 4321), "both sessions' deltas applied under the lock");
 }
 
-#[tokio::test]
-async fn fsync_option_stores_normally() {
-    let f = posixfs_with(PosixFsOptions { fsync: true, ..Default::default() });
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fsync_mode_stores_moves_and_deletes_alike() {
+    use borgstore_daemon::backends::durability::FsyncMode;
+    for mode in [FsyncMode::Off, FsyncMode::Always, FsyncMode::Batch] {
+        let f = posixfs_with(PosixFsOptions { fsync: mode, quota: Some(10 << 20), ..Default::default() });
+        let be = opened(&f).await;
+        be.store("s/x", Bytes::from_static(b"synced")).await.unwrap();
+        be.store("s/x", Bytes::from_static(b"again")).await.unwrap();
+        assert_eq!(&be.load("s/x", 0, None).await.unwrap()[..], b"again", "{mode}");
+        be.mkdir("d/e/f").await.unwrap();
+        be.rmdir("d/e/f").await.unwrap();
+        be.move_("s/x", "n/e/w/x").await.unwrap();
+        assert_eq!(&be.load("n/e/w/x", 0, None).await.unwrap()[..], b"again", "{mode}");
+        // A streamed value (larger than what is collected in memory) in pieces.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (tx, stream) = BodyStream::channel(big.len() as u64);
+        let feed = {
+            let big = big.clone();
+            async move {
+                let mut tx = tx;
+                assert!(tx.wanted().await);
+                for piece in big.chunks(70_000) {
+                    assert!(tx.send(Bytes::copy_from_slice(piece)).await);
+                }
+            }
+        };
+        let (_, stored) = tokio::join!(feed, be.store_body("s/big", Body::Stream(stream)));
+        stored.unwrap();
+        assert_eq!(be.load("s/big", 0, None).await.unwrap(), big, "{mode}");
+        be.delete("s/big").await.unwrap();
+        be.delete("n/e/w/x").await.unwrap();
+        assert_eq!(be.quota().await.unwrap().usage, 0, "{mode}");
+        assert!(files(f.root.as_ref().unwrap()).iter().all(|p| !p.ends_with(".tmp")), "{mode}: no temp files left");
+        be.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_store_is_refused_before_a_byte_is_read_and_a_failed_one_leaves_nothing() {
+    let f = posixfs_with(PosixFsOptions {
+        quota: Some(2_000_000),
+        permissions: perms(&[("", "lrw"), ("ro", "lr")]),
+        ..Default::default()
+    });
     let be = opened(&f).await;
-    be.store("s/x", Bytes::from_static(b"synced")).await.unwrap();
-    assert_eq!(&be.load("s/x", 0, None).await.unwrap()[..], b"synced");
-    be.close().await.unwrap();
+    for (name, len, kind) in [
+        ("s/huge", 3_000_000u64, ErrorKind::QuotaExceeded),
+        ("s/small-over", 2_000_001, ErrorKind::QuotaExceeded),
+        ("ro/x", 10, ErrorKind::PermissionDenied),
+        ("ro/big", 1_500_000, ErrorKind::PermissionDenied),
+    ] {
+        let (mut tx, stream) = BodyStream::channel(len);
+        let err = be.store_body(name, Body::Stream(stream)).await.unwrap_err();
+        assert_eq!(err.kind, kind, "{name}");
+        assert!(!tx.wanted().await, "{name}: the body was asked for before the refusal");
+    }
+    // Overwriting needs W: the small path decides by looking at the item first.
+    be.store("s/w", Bytes::from_static(b"first")).await.unwrap();
+    let (mut tx, stream) = BodyStream::channel(3);
+    assert_eq!(be.store_body("s/w", Body::Stream(stream)).await.unwrap_err().kind, ErrorKind::PermissionDenied);
+    assert!(!tx.wanted().await);
+    // A client that goes away halfway: nothing stored, no temp file left.
+    let (tx, stream) = BodyStream::channel(1_500_000);
+    let feed = async move {
+        let mut tx = tx;
+        assert!(tx.wanted().await);
+        tx.send(Bytes::from(vec![1u8; 700_000])).await;
+    };
+    let (_, stored) = tokio::join!(feed, be.store_body("s/partial", Body::Stream(stream)));
+    assert_eq!(stored.unwrap_err().kind, ErrorKind::ConnectionLost);
+    assert!(!be.info("s/partial").await.unwrap().exists);
+    assert!(
+        files(f.root.as_ref().unwrap()).iter().all(|p| !p.ends_with(".tmp")),
+        "{:?}",
+        files(f.root.as_ref().unwrap())
+    );
+    assert_eq!(be.quota().await.unwrap().usage, 5);
 }

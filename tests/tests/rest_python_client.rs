@@ -49,7 +49,21 @@ fn behind_nginx_on_a_sub_path_to_the_daemon_unix_socket() {
     let sock = dir.path().join("rest.sock");
     let d = Daemon::start_in(
         dir,
-        &["--store", &a, "--store", &b, "--rest-socket", sock.to_str().unwrap(), "--rest-auth", "beta=bob:builder"],
+        &[
+            "--store",
+            &a,
+            "--store",
+            &b,
+            "--rest-socket",
+            sock.to_str().unwrap(),
+            "--rest-auth",
+            "beta=bob:builder",
+            // nginx's workers run as another uid: the socket file's mode decides who reaches it.
+            "--public-on",
+            "alpha=rest_socket",
+            "--public-on",
+            "beta=rest_socket",
+        ],
         &[],
     );
     let nginx = Nginx::start(&format!(

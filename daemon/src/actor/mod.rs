@@ -3,14 +3,14 @@
 //!
 //! - [`ordering`]: the ordering rules (per item FIFO, exclusive operations), pure data.
 //! - [`store_actor`]: the actor that applies them to a [`crate::store::Store`].
-//! - [`registry`]: store names -> actors, access grants, start and shutdown.
+//! - [`registry`]: store names -> actors, their access grants, start and shutdown.
 //! - [`system`]: the actix system (on a multi-thread tokio runtime) both binaries run.
 
 pub mod ordering;
 pub mod registry;
 pub mod store_actor;
 
-pub use registry::{Peer, Registry, StoreEntry};
+pub use registry::{Registry, StoreEntry};
 pub use store_actor::Outcome;
 
 /// The actix system both binaries run in, on a multi-thread tokio runtime (the REST

@@ -1,4 +1,5 @@
-//! The registry: store names -> running store actors, and who may use them.
+//! The registry: store names -> running store actors, who may use them (their
+//! [`Grants`]), and the daemon-wide budget of request bytes in memory.
 //!
 //! Built once from the [`DaemonConfig`]; each store gets its own arbiter (thread) and
 //! actor. Stores marked `create` (the implicit default store) are created on start
@@ -6,9 +7,11 @@
 //! BackendDoesNotExist until a client creates them.
 
 use super::store_actor::{Exec, Outcome, RawExec, Shutdown, StoreActor};
+use crate::access::{Caller, Door, Grants, Principal, Refusal};
 use crate::backends::posixfs::PosixFsOptions;
 use crate::backends::url::{backend_from_url, BackendOptions};
-use crate::config::{current_uid, DaemonConfig, StoreSettings};
+use crate::config::{DaemonConfig, StoreSettings};
+use crate::limits::Budget;
 use crate::store::{RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::Op;
@@ -16,30 +19,22 @@ use borgstore_ipc::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
-/// Who is asking: the peer credentials of an IPC connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups, where known.
-    pub groups: Vec<u32>,
-    pub pid: Option<i32>,
-}
-
 /// One served store.
 pub struct StoreEntry {
     pub name: String,
     pub settings: StoreSettings,
+    /// Who may use it, through which door.
+    pub grants: Grants,
+    /// Its backend writes large uploads as they arrive (see [`crate::backends::body`]).
+    pub streams_uploads: bool,
     addr: Addr<StoreActor>,
     _arbiter: ArbiterHandle,
 }
 
 impl StoreEntry {
-    /// May `peer` use this store? The daemon's own uid always may; others need a grant.
-    pub fn allows(&self, peer: &Peer) -> bool {
-        peer.uid == current_uid()
-            || self.settings.allow_uids.contains(&peer.uid)
-            || std::iter::once(&peer.gid).chain(&peer.groups).any(|g| self.settings.allow_gids.contains(g))
+    /// The one access decision (see [`crate::access`]).
+    pub fn decide(&self, caller: &Caller<'_>) -> std::result::Result<Principal, Refusal> {
+        self.grants.decide(caller)
     }
 
     /// The URL scheme (what clients may see of the URL; the path stays private).
@@ -92,6 +87,7 @@ impl StoreEntry {
 /// All served stores.
 pub struct Registry {
     stores: BTreeMap<String, StoreEntry>,
+    budget: Budget,
 }
 
 impl Registry {
@@ -105,14 +101,39 @@ impl Registry {
                 .map_err(|e| Error::new(e.kind, format!("store {name}: {}", e.message)))?;
             stores.insert(name.clone(), entry);
         }
-        Ok(Registry { stores })
+        Ok(Registry { stores, budget: Budget::new(config.max_in_flight) })
+    }
+
+    /// The daemon-wide budget of request bytes in memory.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The stores a caller may use through a door.
+    pub fn granted<'a>(&'a self, caller: &'a Caller<'a>) -> impl Iterator<Item = &'a StoreEntry> + 'a {
+        self.stores.values().filter(move |e| e.decide(caller).is_ok())
+    }
+
+    /// One line per store served through `door`, saying who may use it, for the startup log.
+    pub fn describe(&self, door: Door) -> Vec<String> {
+        self.stores
+            .values()
+            .filter(|e| e.grants.serve_on.contains(&door))
+            .map(|e| format!("{} ({})", e.name, e.grants.describe(door)))
+            .collect()
     }
 
     async fn start_store(name: &str, settings: &StoreSettings) -> Result<StoreEntry> {
         let options = BackendOptions {
-            posixfs: PosixFsOptions { permissions: settings.permissions()?, quota: settings.quota, fsync: false },
+            posixfs: PosixFsOptions {
+                permissions: settings.permissions()?,
+                quota: settings.quota,
+                fsync: settings.fsync,
+            },
+            fsync: settings.fsync,
         };
         let backend = backend_from_url(&settings.url, options)?;
+        let streams_uploads = backend.streams_uploads();
         let cache = match &settings.cache_url {
             Some(url) if !settings.cache.is_empty() => {
                 let cache_backend = backend_from_url(url, BackendOptions::default())
@@ -140,7 +161,14 @@ impl Registry {
         let arbiter = Arbiter::new().handle();
         let actor_name = name.to_string();
         let addr = StoreActor::start_in_arbiter(&arbiter, move |_| StoreActor::new(actor_name, store, opened));
-        Ok(StoreEntry { name: name.to_string(), settings: settings.clone(), addr, _arbiter: arbiter })
+        Ok(StoreEntry {
+            name: name.to_string(),
+            settings: settings.clone(),
+            grants: settings.grants(name),
+            streams_uploads,
+            addr,
+            _arbiter: arbiter,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&StoreEntry> {

@@ -11,11 +11,15 @@
 //! - `rclone` (feature `rclone`): `rclone:remote:path`, driving `rclone rcd` over its rc API.
 //! - `rest_client` (feature `rest-client`): `http(s)://` and `rest://`, the REST protocol v1.
 //! - [`url`]: turns a store URL into a backend.
+//! - [`body`]: a value that arrives in pieces (a streamed REST upload).
+//! - [`durability`]: the `fsync` setting, what each mode promises and how backends keep it.
 //!
 //! A backend is shared (`Arc<dyn Backend>`) and called concurrently; it keeps its own
 //! state behind interior mutability. Backends never block an async executor thread:
 //! blocking I/O goes to `tokio::task::spawn_blocking`.
 
+pub mod body;
+pub mod durability;
 pub mod open_state;
 pub mod posixfs;
 #[cfg(feature = "rclone")]
@@ -67,6 +71,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn store(&self, name: &str, value: Bytes) -> Result<()>;
     /// Delete `name`.
     async fn delete(&self, name: &str) -> Result<()>;
+
+    /// Store a value that may still be arriving (a REST upload). Default: take it
+    /// whole, then [`Backend::store`]. A backend that writes pieces as they come says
+    /// so in [`Backend::streams_uploads`]; it must refuse (permissions, quota) before
+    /// reading the first piece, and store nothing when the stream ends in an error.
+    async fn store_body(&self, name: &str, body: body::Body) -> Result<()> {
+        let value = body.collect().await?;
+        self.store(name, value).await
+    }
+
+    /// Does [`Backend::store_body`] write values larger than [`body::STREAM_ABOVE`] as
+    /// they arrive, without holding them in memory?
+    fn streams_uploads(&self) -> bool {
+        false
+    }
     /// Rename `current` to `new`, replacing `new`.
     async fn move_(&self, current: &str, new: &str) -> Result<()>;
     /// One directory level, sorted by name, without temp files or invalid names.

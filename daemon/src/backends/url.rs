@@ -15,6 +15,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
     pub posixfs: PosixFsOptions,
+    /// Durability of acknowledged writes, for backends that can flush (sftp).
+    pub fsync: super::durability::FsyncMode,
 }
 
 /// The local path of a `file:///abs/path` URL (percent-decoded), or None for other schemes.
@@ -52,7 +54,7 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
     match scheme {
         "sftp" => {
             #[cfg(feature = "sftp")]
-            return super::sftp::from_url(url);
+            return super::sftp::from_url(url, options.fsync);
             #[cfg(not(feature = "sftp"))]
             return missing("sftp");
         }

@@ -4,8 +4,11 @@
 //! Requests go through a store actor exactly as in `borgstored`, so the REST semantics
 //! are the daemon's. See `--help`, README.md and REST-API.md.
 
+use borgstore_daemon::access::Door;
 use borgstore_daemon::actor::Registry;
-use borgstore_daemon::config::{file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_REST_MAX_BODY};
+use borgstore_daemon::config::{
+    file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REST_MAX_BODY,
+};
 use borgstore_daemon::rest::{self, idle::Activity, Listen, Mount, RestOptions};
 use borgstore_daemon::systemd::{self, Notice};
 use clap::Parser;
@@ -60,6 +63,16 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Durability of acknowledged writes (file: and sftp: backends): off, always or batch.
+    /// always: each write is flushed (file before its rename, directory after) before the
+    /// reply; batch: the same promise, concurrent writes sharing flushes (group commit);
+    /// off: as Python's server (a power loss may lose acknowledged writes).
+    #[arg(long, default_value = "batch", value_name = "MODE")]
+    fsync: String,
+    /// Request bytes held in memory at once (bodies not streamed to disk); more waits up
+    /// to 30 s, then gets 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT, value_name = "BYTES")]
+    max_in_flight: u64,
     /// Exit 0 after SECONDS with no request in flight and none arriving (0: never). Under
     /// systemd socket activation the next connection starts the server again.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
@@ -167,7 +180,14 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
     }
     store.rest_username = args.username.clone();
     store.rest_password = args.password.clone();
+    store.fsync = args.fsync.parse().map_err(|e: borgstore_ipc::Error| format!("--fsync: {}", e.message))?;
+    // Like Python's server: whoever reaches the listener may use the store (with the
+    // credentials, when given); there are no uid grants here.
+    store.public_on = Door::ALL.into_iter().collect();
     store.permissions().map_err(|e| e.message)?;
+    if args.max_in_flight < 1 << 20 {
+        return Err("--max-in-flight must be at least 1048576 bytes (1 MiB)".into());
+    }
     Ok(DaemonConfig {
         socket: PathBuf::new(),
         socket_mode: 0o660,
@@ -176,6 +196,7 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         rest_socket: None,
         rest_max_body: args.max_body,
         rest_metrics: false,
+        max_in_flight: args.max_in_flight,
         stores: BTreeMap::from([("rest".to_string(), store)]),
     })
 }
@@ -247,6 +268,7 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
         max_body: config.rest_max_body,
         workers: args.workers,
         metrics: false,
+        drain_unread: args.stdio,
     };
     let stdio_dir = if args.stdio { tempfile::Builder::new().prefix("borgstore-rest-").tempdir().ok() } else { None };
     let listener = if let Some(fd) = inherited {

@@ -2,6 +2,7 @@
 //!
 //! See `borgstored --help`, README.md and DESIGN.md section 4.
 
+use borgstore_daemon::access::Door;
 use borgstore_daemon::actor::Registry;
 use borgstore_daemon::config::{DaemonConfig, Overrides};
 use borgstore_daemon::ipc_server::{self, ServerOptions};
@@ -53,6 +54,27 @@ struct Args {
     /// Emulate a slow store: NAME=MICROSECONDS of latency per backend call (testing, benchmarks).
     #[arg(long = "latency", value_name = "NAME=US")]
     latencies: Vec<String>,
+    /// Durability of acknowledged writes: NAME=off|always|batch [default: batch]. always:
+    /// each write is flushed (file before its rename, directory after) before the reply;
+    /// batch: the same promise, with concurrent writes sharing flushes (group commit);
+    /// off: a power loss may lose acknowledged writes (a crash of the daemon does not).
+    #[arg(long = "fsync", value_name = "NAME=MODE")]
+    fsync: Vec<String>,
+    /// Serve a store only on these listeners: NAME=LIST of socket, rest_socket, rest
+    /// [default: all].
+    #[arg(long = "serve-on", value_name = "NAME=LIST")]
+    serve_on: Vec<String>,
+    /// Let anybody who reaches a listener use a store there: NAME=LIST of socket,
+    /// rest_socket, rest. On rest (TCP) the store then needs no credentials; on a socket
+    /// any uid that can connect (see --socket-mode) is granted. Without it, a store is
+    /// served on TCP only with its own credentials (--rest-auth), and the daemon refuses
+    /// to start otherwise.
+    #[arg(long = "public-on", value_name = "NAME=LIST")]
+    public_on: Vec<String>,
+    /// Request bytes held in memory at once, daemon-wide (IPC frames, REST bodies not
+    /// streamed to disk); more waits (REST: up to 30 s, then 503) [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    max_in_flight: Option<u64>,
     /// Also serve the REST protocol v1 on this TCP address, every store under /<name>/ (e.g. 127.0.0.1:5618).
     #[arg(long, value_name = "HOST:PORT")]
     rest: Option<String>,
@@ -125,22 +147,43 @@ fn load_config(args: &Args) -> Result<DaemonConfig, String> {
         rest_socket: args.rest_socket.clone(),
         rest_auth: args.rest_auth.clone(),
         rest_metrics: args.rest_metrics,
+        fsync: args.fsync.clone(),
+        serve_on: args.serve_on.clone(),
+        public_on: args.public_on.clone(),
+        max_in_flight: args.max_in_flight,
     };
     DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
 }
 
 type RestRunning = (actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>);
 
+/// The stores a listener serves and who may use each, for the startup log.
+fn served(registry: &Registry, door: Door) -> String {
+    let stores = registry.describe(door);
+    if stores.is_empty() {
+        "no stores".to_string()
+    } else {
+        stores.join("; ")
+    }
+}
+
 /// Start the REST listeners the config asks for (none: Ok(None)).
 fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Result<Option<RestRunning>> {
     let mut listeners = Vec::new();
     if let Some(addr) = &config.rest {
         listeners.push(rest::Listen::Tcp(std::net::TcpListener::bind(addr)?));
-        tracing::info!("REST on http://{addr}/<store>/");
+        tracing::info!(
+            "REST on http://{addr}/<store>/, callers identified by HTTP Basic auth: {}",
+            served(registry, Door::Rest)
+        );
     }
     if let Some(path) = &config.rest_socket {
         listeners.push(rest::Listen::Unix(rest::bind_unix(path, config.socket_mode)?));
-        tracing::info!("REST on unix:{}", path.display());
+        tracing::info!(
+            "REST on unix:{}, callers identified by uid/gid (SO_PEERCRED) and Basic auth where a store has it: {}",
+            path.display(),
+            served(registry, Door::RestSocket)
+        );
     }
     if listeners.is_empty() {
         return Ok(None);
@@ -157,6 +200,7 @@ fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Resul
         max_body: config.rest_max_body,
         workers: 2,
         metrics: config.rest_metrics,
+        drain_unread: false,
     };
     let server = rest::server(registry.clone(), &options, listeners)?;
     let handle = server.handle();
@@ -188,7 +232,13 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
         }
     };
     let names: Vec<&str> = registry.names().collect();
-    tracing::info!("serving {} on {socket_desc}", names.join(", "));
+    tracing::info!(
+        "IPC on {socket_desc}, callers identified by uid/gid (SO_PEERCRED): {}",
+        served(&registry, Door::Socket)
+    );
+    for (name, settings) in &config.stores {
+        tracing::info!(store = %name, "fsync = {}", settings.fsync);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options =
         ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };

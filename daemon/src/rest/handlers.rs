@@ -1,15 +1,20 @@
-//! The routes of REST-API.md: one dispatcher that picks the store, checks Accept and
-//! credentials, validates the name and turns the request into one store operation.
+//! The routes of REST-API.md: one dispatcher that judges a request from its head (store,
+//! Accept, caller, name, body length) and turns it into one store operation. Bodies are
+//! read only once the operation asks for them (see [`pump`]).
 
-use super::{auth, metrics, range, status, Mount, RestApp};
+use super::{metrics, range, status, Connection, Mount, RestApp};
+use crate::access::{Caller, Door, Refusal, CHALLENGE};
 use crate::actor::registry::StoreEntry;
+use crate::backends::body::{Body, BodySender, BodyStream, STREAM_ABOVE};
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
+use crate::limits::{self, Reservation};
 use crate::store::{RawOp, RawReply};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use borgstore_ipc::protocol::{Op, Reply};
 use borgstore_ipc::{Error, ErrorKind, Result, Source};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -17,10 +22,23 @@ use std::collections::HashMap;
 pub const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
 
 /// Every request lands here.
-pub async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<RestApp>) -> HttpResponse {
+///
+/// A request whose body is not (fully) read is answered at once; actix-web then closes
+/// the connection instead of reading the rest. Over `--stdio` the one connection is the
+/// whole session, so there the unread rest is read and dropped instead (without keeping
+/// it), and the session goes on.
+pub async fn dispatch(req: HttpRequest, mut payload: web::Payload, app: web::Data<RestApp>) -> HttpResponse {
+    let response = handle(&req, &mut payload, &app).await;
+    if app.drain_unread {
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(limits::BODY_IDLE, payload.next()).await {}
+    }
+    response
+}
+
+async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) -> HttpResponse {
     // Not a store path: no store name starts with '-' (only set for Mount::PerStore).
     if app.metrics && req.uri().path() == metrics::PATH {
-        return metrics::respond(&req, &app).await;
+        return metrics::respond(req, app).await;
     }
     if req.headers().get(header::ACCEPT).map(|v| v.as_bytes()) != Some(ACCEPT.as_bytes()) {
         return text(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: unsupported or missing Accept header");
@@ -42,18 +60,34 @@ pub async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<RestApp
             };
             match app.registry.get(store) {
                 Some(e) => (e, rest),
-                None => return text(StatusCode::NOT_FOUND, "no such store"),
+                None => return no_such_store(),
             }
         }
     };
-    if let Some(creds) = app.credentials.get(&entry.name) {
-        if !creds.accepts(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
-            tracing::warn!(store = %entry.name, method = %req.method(), "REST request refused: bad or missing credentials");
-            return HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, auth::CHALLENGE))
-                .content_type("text/plain")
-                .body("Unauthorized");
-        }
+    // The one access decision, from what the connection and the head say.
+    let conn = req.conn_data::<Connection>().cloned().unwrap_or(Connection { door: Door::Rest, peer: None });
+    if conn.peer.is_none() && conn.door == Door::RestSocket {
+        tracing::warn!("cannot read the credentials of a REST socket peer; treating it as unknown");
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let caller = Caller { door: conn.door, peer: conn.peer.as_ref(), authorization };
+    if let Err(refusal) = entry.decide(&caller) {
+        let uid = conn.peer.as_ref().map(|p| p.uid);
+        let response = match refusal {
+            Refusal::Unauthenticated => {
+                tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: bad or missing credentials");
+                HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, CHALLENGE))
+                    .content_type("text/plain")
+                    .body("Unauthorized")
+            }
+            Refusal::NotGranted(why) => {
+                tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: {why}");
+                text(StatusCode::FORBIDDEN, &why)
+            }
+            Refusal::NotServedHere => no_such_store(),
+        };
+        return response;
     }
     // "/" and "" address the root; one leading slash and one trailing slash (the list
     // marker) belong to the protocol, anything else is part of the name and validated.
@@ -64,7 +98,7 @@ pub async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<RestApp
         Ok(q) => q,
         Err(_) => return text(StatusCode::BAD_REQUEST, "malformed query string"),
     };
-    let result = route(&req, entry, name, listing, &query, body).await;
+    let result = route(req, entry, app, name, listing, &query, payload).await;
     match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -75,6 +109,10 @@ pub async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<RestApp
             text(code, &status::message(e.kind, &e.message))
         }
     }
+}
+
+fn no_such_store() -> HttpResponse {
+    text(StatusCode::NOT_FOUND, "no such store")
 }
 
 fn text(code: StatusCode, msg: &str) -> HttpResponse {
@@ -109,13 +147,147 @@ async fn exec(entry: &StoreEntry, op: Op) -> Result<()> {
     }
 }
 
+/// How a request body went from the client to the store.
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    /// All of it, or none because the store refused the request before asking.
+    Done,
+    /// All of it, and it did not match its `X-Content-hash-sha256`: nothing was stored.
+    HashMismatch,
+    /// The client went away or stalled: nothing was stored.
+    Failed,
+}
+
+/// Feed the request body into `tx`, but only once the store asks for it: a request the
+/// store refuses (permissions, quota) never has its body read. The pieces are checked
+/// against `expected` (hex SHA-256) when given; a mismatch ends the stream in an error,
+/// so nothing is stored.
+async fn pump(payload: &mut web::Payload, mut tx: BodySender, expected: Option<Vec<u8>>) -> Pumped {
+    if !tx.wanted().await {
+        return Pumped::Done;
+    }
+    let mut hasher = expected.as_ref().map(|_| Sha256::new());
+    loop {
+        match tokio::time::timeout(limits::BODY_IDLE, payload.next()).await {
+            Ok(Some(Ok(piece))) => {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&piece);
+                }
+                if !tx.send(piece).await {
+                    return Pumped::Done;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                tx.fail(Error::new(ErrorKind::ConnectionLost, format!("reading the request body failed: {e}"))).await;
+                return Pumped::Failed;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tx.fail(Error::new(ErrorKind::ConnectionLost, "the client stopped sending the request body")).await;
+                return Pumped::Failed;
+            }
+        }
+    }
+    if let (Some(h), Some(expected)) = (hasher, expected) {
+        if !hex::encode(h.finalize()).as_bytes().eq_ignore_ascii_case(&expected) {
+            tx.fail(Error::invalid("Content hash verification failed, please retry")).await;
+            return Pumped::HashMismatch;
+        }
+    }
+    Pumped::Done
+}
+
+/// A request turned away before its store operation ran, with a status of its own.
+#[derive(Debug)]
+enum Early {
+    /// A body without Content-Length (chunked): 411.
+    LengthRequired,
+    /// A Content-Length that is not a number: 400.
+    BadLength,
+    /// A body over `max_body`: 413.
+    TooLarge { len: u64, max: u64 },
+    /// No room in the in-flight budget in time: 503.
+    Busy,
+    /// Reading the body failed.
+    Body(Error),
+}
+
+impl Early {
+    fn response(self) -> HttpResponse {
+        match self {
+            Early::LengthRequired => text(StatusCode::LENGTH_REQUIRED, "a request body needs a Content-Length"),
+            Early::BadLength => text(StatusCode::BAD_REQUEST, "malformed Content-Length"),
+            Early::TooLarge { len, max } => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body of {len} bytes exceeds the limit of {max} bytes"),
+            ),
+            Early::Busy => HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "10"))
+                .content_type("text/plain; charset=utf-8")
+                .body("the server has too many uploads in flight, retry later"),
+            Early::Body(e) => text(status::of(e.kind), &e.message),
+        }
+    }
+}
+
+/// The announced body length: Content-Length, 0 without one. A body of unknown length
+/// (chunked) or over `max_body` is refused here, before any of it is read.
+fn body_length(req: &HttpRequest, max_body: u64) -> std::result::Result<u64, Early> {
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Err(Early::LengthRequired);
+    }
+    let len = match req.headers().get(header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or(Early::BadLength)?,
+    };
+    if len > max_body {
+        return Err(Early::TooLarge { len, max: max_body });
+    }
+    Ok(len)
+}
+
+/// Room in the daemon-wide budget for `len` bytes held in memory; 503 when there is
+/// none within [`limits::REST_WAIT`].
+async fn reserve(app: &RestApp, len: u64) -> std::result::Result<Reservation, Early> {
+    match app.registry.budget().reserve_within(len, limits::REST_WAIT).await {
+        Some(r) => Ok(r),
+        None => {
+            tracing::warn!("REST upload of {len} bytes refused: the in-flight budget stayed full");
+            Err(Early::Busy)
+        }
+    }
+}
+
+/// A small request body (JSON) read whole, within the budget.
+async fn json_body(
+    req: &HttpRequest,
+    app: &RestApp,
+    payload: &mut web::Payload,
+) -> std::result::Result<(web::Bytes, Reservation), Early> {
+    let len = body_length(req, app.max_body)?;
+    let held = reserve(app, len).await?;
+    let (tx, stream) = BodyStream::channel(len);
+    let (_, body) = futures::join!(pump(payload, tx, None), stream.collect());
+    body.map(|b| (b, held)).map_err(Early::Body)
+}
+
+macro_rules! early {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(early) => return Ok(Early::response(early)),
+        }
+    };
+}
+
 async fn route(
     req: &HttpRequest,
     entry: &StoreEntry,
+    app: &RestApp,
     name: &str,
     listing: bool,
     query: &HashMap<String, String>,
-    body: web::Bytes,
+    payload: &mut web::Payload,
 ) -> Result<HttpResponse> {
     let cmd = param(query, "cmd");
     let raw = |op| entry.raw(op);
@@ -144,10 +316,13 @@ async fn route(
                     .body(serde_json::json!({"limit": q.limit, "usage": q.usage}).to_string())),
                 _ => Err(Error::backend("internal: unexpected reply to quota")),
             },
-            Some("gather") => match raw(RawOp::Gather(sources(&body)?)).await? {
-                RawReply::Data(d) => Ok(HttpResponse::Ok().content_type("application/octet-stream").body(d)),
-                _ => Err(Error::backend("internal: unexpected reply to gather")),
-            },
+            Some("gather") => {
+                let (body, _held) = early!(json_body(req, app, payload).await);
+                match raw(RawOp::Gather(sources(&body)?)).await? {
+                    RawReply::Data(d) => Ok(HttpResponse::Ok().content_type("application/octet-stream").body(d)),
+                    _ => Err(Error::backend("internal: unexpected reply to gather")),
+                }
+            }
             Some("defrag") => {
                 let target = match (param(query, "target"), param(query, "algorithm")) {
                     (Some(t), _) => DefragTarget::Name(t.into()),
@@ -161,6 +336,7 @@ async fn route(
                     },
                     (None, None) => return Err(Error::invalid("defrag needs a target or an algorithm")),
                 };
+                let (body, _held) = early!(json_body(req, app, payload).await);
                 match raw(RawOp::Defrag { sources: sources(&body)?, target }).await? {
                     RawReply::Text(t) => Ok(HttpResponse::Ok().content_type("text/plain").body(t)),
                     _ => Err(Error::backend("internal: unexpected reply to defrag")),
@@ -169,16 +345,23 @@ async fn route(
             Some(other) => Err(Error::invalid(format!("unknown command {:?}", other.escape_debug().to_string()))),
             None => {
                 need_name(name, "store")?;
-                if let Some(expected) = req.headers().get("x-content-hash-sha256") {
-                    let got = hex::encode(Sha256::digest(&body));
-                    if !expected.as_bytes().eq_ignore_ascii_case(got.as_bytes()) {
-                        return Ok(text(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "Content hash verification failed, please retry",
-                        ));
-                    }
+                crate::names::validate_item_name(name)?;
+                let len = early!(body_length(req, app.max_body));
+                // What is held whole in memory needs room in the budget first; large
+                // uploads to a backend that streams them hold only a few pieces.
+                let whole = len <= STREAM_ABOVE || !entry.streams_uploads;
+                let _held = if whole { early!(reserve(app, len).await) } else { Reservation::none() };
+                let expected = req.headers().get("x-content-hash-sha256").map(|v| v.as_bytes().to_vec());
+                let (tx, stream) = BodyStream::channel(len);
+                let store = raw(RawOp::Store { name: name.into(), value: Body::Stream(stream) });
+                let (pumped, stored) = futures::join!(pump(payload, tx, expected), store);
+                if pumped == Pumped::HashMismatch {
+                    return Ok(text(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Content hash verification failed, please retry",
+                    ));
                 }
-                raw(RawOp::Store { name: name.into(), value: body.clone() }).await.map(|_| ok())
+                stored.map(|_| ok())
             }
         }
     } else if method == Method::DELETE {

@@ -4,8 +4,17 @@
 //! request becomes one [`crate::store::RawOp`] sent to the store's actor, the same
 //! actor IPC clients use: one ordering, one set of stats, one quota per store.
 //!
+//! Every request is judged from its head before any body byte is asked for: method,
+//! path, store, Accept, the caller ([`crate::access`]: the peer's uid on the Unix
+//! socket, the Basic-auth user on TCP, the same decision IPC uses), name, length
+//! against `max_body`, then permission letters and quota (the backend decides those
+//! before it reads). Refused requests are answered at once and, when they carried a
+//! body, their connection is closed instead of reading it. Accepted bodies stream:
+//! large uploads to file: stores go to disk piece by piece; everything held whole in
+//! memory reserves room in the daemon-wide [`crate::limits::Budget`] first, waiting up
+//! to [`crate::limits::REST_WAIT`] before a 503.
+//!
 //! - [`handlers`]: the one dispatcher and every route.
-//! - [`auth`]: Basic auth with constant-time comparison.
 //! - [`range`]: the `Range` header of loads.
 //! - [`status`]: error kind -> HTTP status.
 //! - [`stdio`]: HTTP/1.1 on stdin/stdout (what `rest://` clients start over ssh).
@@ -15,7 +24,6 @@
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
 
-pub mod auth;
 pub mod handlers;
 pub mod idle;
 pub mod metrics;
@@ -23,14 +31,13 @@ pub mod range;
 pub mod status;
 pub mod stdio;
 
+use crate::access::{Door, LocalPeer};
 use crate::actor::Registry;
 use actix_web::body::MessageBody;
-use actix_web::dev::Service;
+use actix_web::dev::{Extensions, Service};
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
-use auth::Credentials;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where stores appear in the URL space.
@@ -46,10 +53,30 @@ pub enum Mount {
 pub struct RestApp {
     pub registry: Arc<Registry>,
     pub mount: Mount,
-    /// Stores that require Basic auth, by store name.
-    pub credentials: HashMap<String, Credentials>,
     /// Serve [`metrics::PATH`] (per-store mount only; no auth, no Accept header needed).
     pub metrics: bool,
+    /// Largest request body accepted (larger: 413 before reading).
+    pub max_body: u64,
+    /// Read and drop the unread rest of a refused request's body instead of closing the
+    /// connection (`--stdio`, where the one connection is the whole session).
+    pub drain_unread: bool,
+}
+
+/// Which door a connection came through, and who is behind it on a Unix socket: read
+/// once when the connection is accepted.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub door: Door,
+    pub peer: Option<LocalPeer>,
+}
+
+/// actix-web's connect hook: learn the door and peer of a new connection.
+fn on_connect(io: &dyn std::any::Any, ext: &mut Extensions) {
+    let conn = match io.downcast_ref::<actix_web::rt::net::UnixStream>() {
+        Some(unix) => Connection { door: Door::RestSocket, peer: LocalPeer::of(unix).ok() },
+        None => Connection { door: Door::Rest, peer: None },
+    };
+    ext.insert(conn);
 }
 
 /// Listener and limits of a REST server.
@@ -62,20 +89,8 @@ pub struct RestOptions {
     pub workers: usize,
     /// Serve `GET /-/metrics` (only with [`Mount::PerStore`]).
     pub metrics: bool,
-}
-
-impl RestApp {
-    /// Credentials from each store's `rest_username`/`rest_password`.
-    pub fn new(registry: Arc<Registry>, mount: Mount) -> Self {
-        let credentials = registry
-            .entries()
-            .filter_map(|e| {
-                Credentials::optional(e.settings.rest_username.as_deref(), e.settings.rest_password.as_deref())
-                    .map(|c| (e.name.clone(), c))
-            })
-            .collect();
-        RestApp { registry, mount, credentials, metrics: false }
-    }
+    /// See [`RestApp::drain_unread`].
+    pub drain_unread: bool,
 }
 
 /// Where a REST server listens.
@@ -102,15 +117,17 @@ pub fn server_tracked(
     listeners: Vec<Listen>,
     activity: Option<Arc<idle::Activity>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let mut app = RestApp::new(registry, options.mount.clone());
-    app.metrics = options.metrics && matches!(options.mount, Mount::PerStore);
-    let app = web::Data::new(app);
-    let max_body = usize::try_from(options.max_body).unwrap_or(usize::MAX);
+    let app = web::Data::new(RestApp {
+        registry,
+        mount: options.mount.clone(),
+        metrics: options.metrics && matches!(options.mount, Mount::PerStore),
+        max_body: options.max_body,
+        drain_unread: options.drain_unread,
+    });
     let mut http = HttpServer::new(move || {
         let activity = activity.clone();
         App::new()
             .app_data(app.clone())
-            .app_data(web::PayloadConfig::new(max_body))
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0")))
             .wrap_fn(move |req, srv| {
                 let request = activity.as_ref().map(|a| a.begin());
@@ -125,6 +142,7 @@ pub fn server_tracked(
             })
             .default_service(web::to(handlers::dispatch))
     })
+    .on_connect(on_connect)
     .workers(options.workers.max(1))
     .disable_signals()
     .shutdown_timeout(30);

@@ -7,6 +7,7 @@
 //! instance (so the same quota tracking) as the IPC clients of that store.
 
 use super::Store;
+use crate::backends::body::Body;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
 use crate::names::validate_name;
@@ -14,7 +15,7 @@ use borgstore_ipc::{ItemInfo, Quota, Result, Source};
 use bytes::Bytes;
 
 /// One backend-level operation on nested names.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum RawOp {
     Mkdir(String),
     Rmdir(String),
@@ -26,9 +27,10 @@ pub enum RawOp {
         offset: i64,
         size: Option<u64>,
     },
+    /// The value may still be arriving (a streamed upload).
     Store {
         name: String,
-        value: Bytes,
+        value: Body,
     },
     Delete(String),
     Move {
@@ -109,8 +111,8 @@ impl Store {
                 Ok(RawReply::Data(data))
             }
             RawOp::Store { name, value } => {
-                let len = value.len() as u64;
-                self.counted("store", self.backend_call(Some("store"), |_| len, be.store(&name, value))).await?;
+                let len = value.len();
+                self.counted("store", self.backend_call(Some("store"), |_| len, be.store_body(&name, value))).await?;
                 self.stats_add("store_volume", len);
                 Ok(RawReply::Ok)
             }

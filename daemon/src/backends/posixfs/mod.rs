@@ -2,15 +2,28 @@
 //! borgstore's posixfs backend (same tree, `.del` suffix, `quota.hid`, `.tmp` uploads).
 //!
 //! - Store writes a uniquely named `*.tmp` file in the target directory and renames it
-//!   into place, so readers see the old or the new value, never a part (optional fsync
-//!   of file and directory).
-//! - [`permissions`]: the `l r w W D` letters; [`quota`]: usage tracking in `quota.hid`.
+//!   into place, so readers see the old or the new value, never a part. Values larger
+//!   than [`crate::backends::body::STREAM_ABOVE`] that arrive as a stream (REST uploads)
+//!   go to the temp file piece by piece, after permissions and quota have accepted the
+//!   announced length and before a byte of the value is read.
+//! - Durability follows the store's [`FsyncMode`]: `always` flushes each file before the
+//!   rename and its directory after; `batch` shares `syncfs` passes between concurrent
+//!   writes ([`sync`]); deletes, moves and new directories are flushed too. Nothing is
+//!   acknowledged before its flush.
+//! - The quota lock is held only around the final check, rename and count of a store,
+//!   never while its bytes are written.
+//! - [`permissions`]: the `l r w W D` letters; [`quota`]: usage tracking in `quota.hid`;
+//!   [`sweep`]: stale temp files of killed writes are removed at open.
 //! - Every file system call runs in `spawn_blocking`, never on an executor thread.
 //! - Error messages name the item, never the absolute path of the store.
 
 pub mod permissions;
 pub mod quota;
+pub mod sweep;
+pub mod sync;
 
+use super::body::{Body, BodyStream, STREAM_ABOVE};
+use super::durability::FsyncMode;
 use super::{check_range, defrag_target_name, Backend, DefragTarget};
 use crate::hashing::HashAlgorithm;
 use crate::names::{shown, validate_item_name, validate_name};
@@ -25,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
+use sync::GroupCommit;
 
 /// Options of a posixfs backend.
 #[derive(Debug, Clone, Default)]
@@ -33,8 +47,8 @@ pub struct PosixFsOptions {
     pub permissions: Permissions,
     /// Quota limit in bytes; `None` turns quota tracking off.
     pub quota: Option<u64>,
-    /// fsync each stored file and its directory before the store returns.
-    pub fsync: bool,
+    /// Durability of acknowledged writes.
+    pub fsync: FsyncMode,
 }
 
 /// A store in a local directory.
@@ -48,6 +62,31 @@ struct Inner {
     options: PosixFsOptions,
     opened: AtomicBool,
     quota: Mutex<Option<QuotaState>>,
+    /// Group commit of `batch` mode, made at open.
+    commit: Mutex<Option<GroupCommit>>,
+}
+
+/// Bytes of a streamed value gathered before they are written in one go.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// A store in progress: the value goes to a temp file beside the item and is renamed
+/// over it at commit. Dropped unfinished, the temp file is removed.
+struct Upload {
+    name: String,
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    /// Directories this write created, outermost first.
+    created: Vec<PathBuf>,
+    len: u64,
+    written: u64,
+}
+
+impl Upload {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.tmp.write_all(data).map_err(|e| io_error("store", &self.name, e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
 }
 
 impl PosixFs {
@@ -58,7 +97,13 @@ impl PosixFs {
             return Err(Error::invalid("posixfs needs an absolute path"));
         }
         Ok(PosixFs {
-            inner: Arc::new(Inner { root, options, opened: AtomicBool::new(false), quota: Mutex::new(None) }),
+            inner: Arc::new(Inner {
+                root,
+                options,
+                opened: AtomicBool::new(false),
+                quota: Mutex::new(None),
+                commit: Mutex::new(None),
+            }),
         })
     }
 
@@ -77,6 +122,115 @@ impl PosixFs {
             .await
             .map_err(|e| Error::backend(format!("posixfs worker failed: {e}")))?
     }
+
+    /// In `batch` mode, wait for a group flush that covers everything written so far.
+    async fn group_flush(&self) -> Result<()> {
+        if self.inner.options.fsync != FsyncMode::Batch {
+            return Ok(());
+        }
+        let commit = self.inner.commit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match commit {
+            Some(c) => c.flush().await.map_err(|e| Error::backend(describe(&e))),
+            None => Err(Error::must_be_open()),
+        }
+    }
+
+    /// Finish a store whose bytes are all in `up`'s temp file: flushes and the rename.
+    async fn finish(&self, up: Upload) -> Result<()> {
+        if self.inner.options.fsync == FsyncMode::Batch {
+            // The data must be on disk before the rename publishes it, and the rename
+            // before the write is acknowledged.
+            self.group_flush().await?;
+            self.run(move |i| i.commit(up)).await?;
+            self.group_flush().await
+        } else {
+            self.run(move |i| i.commit(up)).await
+        }
+    }
+
+    /// Accept or refuse storing `len` bytes as `name` before any of them is read.
+    async fn admit(&self, name: &str, len: u64) -> Result<()> {
+        if self.inner.admit_without_io(name, len)? {
+            return Ok(());
+        }
+        let name = name.to_owned();
+        self.run(move |i| {
+            let path = i.item_path(&name)?;
+            i.precheck(&name, &path, len).map(|_| ())
+        })
+        .await
+    }
+
+    /// Store a value that arrives piece by piece, writing it as it comes.
+    async fn store_stream(&self, name: &str, mut body: BodyStream) -> Result<()> {
+        let (owned, len) = (name.to_owned(), body.len());
+        let mut up = self.run(move |i| i.begin(&owned, len)).await?;
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut gathered = 0;
+        loop {
+            let end = match body.next().await {
+                Some(Ok(piece)) => {
+                    gathered += piece.len();
+                    pieces.push(piece);
+                    false
+                }
+                Some(Err(e)) => {
+                    // Removing the unfinished temp file is file system work too.
+                    let _ = tokio::task::spawn_blocking(move || drop(up)).await;
+                    return Err(e);
+                }
+                None => true,
+            };
+            if end || gathered >= WRITE_BATCH {
+                let batch = std::mem::take(&mut pieces);
+                gathered = 0;
+                up = self
+                    .run(move |_| {
+                        for piece in &batch {
+                            up.write(piece)?;
+                        }
+                        Ok(up)
+                    })
+                    .await?;
+            }
+            if end {
+                break;
+            }
+        }
+        self.finish(up).await
+    }
+}
+
+/// Create `dir` and its missing parents; returns the directories made, outermost first.
+fn make_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    missing.reverse();
+    for m in &missing {
+        match fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
+}
+
+/// Make the entries of newly made directories durable (each one lives in its parent).
+fn sync_created(created: &[PathBuf]) -> io::Result<()> {
+    for dir in created {
+        if let Some(parent) = dir.parent() {
+            sync::sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Describe an I/O error without any path in it.
@@ -161,10 +315,30 @@ impl Inner {
         Ok(())
     }
 
+    /// In `always` mode, flush the directory holding `path` (after an entry changed there).
+    fn sync_parent(&self, name: &str, path: &Path) -> Result<()> {
+        if self.options.fsync == FsyncMode::Always {
+            let dir = path.parent().unwrap_or(&self.root);
+            sync::sync_dir(dir).map_err(|e| io_error("fsync for", name, e))?;
+        }
+        Ok(())
+    }
+
+    /// In `always` mode, flush the entries of directories a write made.
+    fn sync_made(&self, name: &str, created: &[PathBuf]) -> Result<()> {
+        if self.options.fsync == FsyncMode::Always {
+            sync_created(created).map_err(|e| io_error("fsync for", name, e))?;
+        }
+        Ok(())
+    }
+
     fn create(&self) -> Result<()> {
         self.must_not_be_open()?;
         self.check("", "wW")?;
-        fs::create_dir_all(&self.root).map_err(|e| io_error("creating", "", e))?;
+        let made = make_dirs(&self.root).map_err(|e| io_error("creating", "", e))?;
+        if self.options.fsync.durable() {
+            sync_created(&made).map_err(|e| io_error("fsync for", "", e))?;
+        }
         let mut entries = fs::read_dir(&self.root).map_err(|e| io_error("listing", "", e))?;
         if entries.next().is_some() {
             return Err(Error::new(ErrorKind::BackendAlreadyExists, "the store directory is not empty"));
@@ -195,6 +369,11 @@ impl Inner {
         // The root itself may be owned by someone else (e.g. a hoster's mount point);
         // create accepts an existing empty directory, so leaving it is fine.
         let _ = fs::remove_dir(&self.root);
+        if self.options.fsync.durable() {
+            if let Some(parent) = self.root.parent() {
+                let _ = sync::sync_dir(parent);
+            }
+        }
         Ok(())
     }
 
@@ -218,6 +397,12 @@ impl Inner {
                 *q = None;
             }
         }
+        if self.options.fsync == FsyncMode::Batch {
+            let commit = GroupCommit::new(&self.root)
+                .map_err(|e| Error::backend(format!("opening the store for flushing failed: {}", describe(&e))))?;
+            *self.commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(commit);
+        }
+        sweep::sweep_in_background(self.root.clone());
         self.opened.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -238,14 +423,16 @@ impl Inner {
         self.must_be_open()?;
         let path = self.item_path(name)?;
         self.check(name, "w")?;
-        fs::create_dir_all(path).map_err(|e| io_error("mkdir", name, e))
+        let made = make_dirs(&path).map_err(|e| io_error("mkdir", name, e))?;
+        self.sync_made(name, &made)
     }
 
     fn rmdir(&self, name: &str) -> Result<()> {
         self.must_be_open()?;
         let path = self.item_path(name)?;
         self.check(name, "wD")?;
-        fs::remove_dir(path).map_err(|e| io_error("rmdir", name, e))
+        fs::remove_dir(&path).map_err(|e| io_error("rmdir", name, e))?;
+        self.sync_parent(name, &path)
     }
 
     fn info(&self, name: &str) -> Result<ItemInfo> {
@@ -281,52 +468,106 @@ impl Inner {
         self.read_range(name, &path, offset, size).map(Bytes::from)
     }
 
-    /// Write `value` to a new temp file in `dir` (creating `dir` when missing).
-    fn write_temp(&self, name: &str, dir: &Path, value: &[u8]) -> Result<tempfile::NamedTempFile> {
-        let make = || tempfile::Builder::new().prefix("tmp").suffix(".tmp").tempfile_in(dir);
-        let mut tmp = match make() {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| io_error("mkdir for", name, e))?;
-                make().map_err(|e| io_error("store", name, e))?
-            }
-            Err(e) => return Err(io_error("store", name, e)),
-        };
-        // On any error below the NamedTempFile is dropped, which removes the partial file.
-        tmp.write_all(value).map_err(|e| io_error("store", name, e))?;
-        if self.options.fsync {
-            tmp.as_file().sync_all().map_err(|e| io_error("fsync", name, e))?;
+    /// The quick part of [`Inner::precheck`]: true when permissions and quota accept
+    /// `len` bytes for `name` whatever is on disk now, an error when they refuse it
+    /// whatever is there; false when only the item's current size can tell.
+    fn admit_without_io(&self, name: &str, len: u64) -> Result<bool> {
+        self.must_be_open()?;
+        validate_item_name(name)?;
+        let mut certain = true;
+        if self.check(name, "W").is_err() {
+            // May create (w) but not overwrite: depends on whether the item exists.
+            self.check(name, "wW")?;
+            certain = false;
         }
-        Ok(tmp)
+        if let Some(state) = self.quota_lock().as_ref() {
+            if state.would_exceed(len as i64) {
+                // An overwrite gives the old size back first.
+                certain = false;
+            }
+        }
+        Ok(certain)
     }
 
-    fn store(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.must_be_open()?;
-        let path = self.item_path(name)?;
-        let old = fs::metadata(&path).ok();
+    /// May `len` bytes be stored as `name` now (permission letters, quota, not a
+    /// directory)? Returns the size of the item it would replace.
+    fn precheck(&self, name: &str, path: &Path, len: u64) -> Result<Option<u64>> {
+        let old = fs::metadata(path).ok();
         if old.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(Error::invalid(format!("{} is a directory", shown(name))));
         }
         self.check(name, if old.is_some() { "W" } else { "wW" })?;
-        let mut q = self.quota_lock();
-        let delta = value.len() as i64 - old.as_ref().map_or(0, |m| m.len() as i64);
-        if let Some(state) = q.as_ref() {
-            if state.would_exceed(delta) {
-                return Err(Error::new(
-                    ErrorKind::QuotaExceeded,
-                    format!("quota exceeded: {} > {}", state.usage + delta, state.limit),
-                ));
-            }
+        let old_len = old.map(|m| m.len());
+        self.check_quota(len as i64 - old_len.unwrap_or(0) as i64, self.quota_lock().as_ref())?;
+        Ok(old_len)
+    }
+
+    fn check_quota(&self, delta: i64, state: Option<&QuotaState>) -> Result<()> {
+        match state {
+            Some(state) if state.would_exceed(delta) => Err(Error::new(
+                ErrorKind::QuotaExceeded,
+                format!("quota exceeded: {} > {}", state.usage + delta, state.limit),
+            )),
+            _ => Ok(()),
         }
-        let dir = path.parent().unwrap_or(&self.root);
-        let tmp = self.write_temp(name, dir, value)?;
-        tmp.persist(&path).map_err(|e| io_error("store", name, e.error))?;
-        if self.options.fsync {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+    }
+
+    /// Start storing `len` bytes as `name`: checks, then a temp file beside the item.
+    fn begin(&self, name: &str, len: u64) -> Result<Upload> {
+        self.must_be_open()?;
+        let path = self.item_path(name)?;
+        self.precheck(name, &path, len)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let make = || tempfile::Builder::new().prefix("tmp").suffix(".tmp").tempfile_in(&dir);
+        let mut created = Vec::new();
+        let tmp = match make() {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                created = make_dirs(&dir).map_err(|e| io_error("mkdir for", name, e))?;
+                make().map_err(|e| io_error("store", name, e))?
             }
+            Err(e) => return Err(io_error("store", name, e)),
+        };
+        Ok(Upload { name: name.to_string(), path, tmp, created, len, written: 0 })
+    }
+
+    /// Publish a fully written upload: (always: flush its data,) check quota and
+    /// permissions against what is there now, rename, count, (always: flush the
+    /// directories). Batch mode flushes around this call instead.
+    fn commit(&self, mut up: Upload) -> Result<()> {
+        let name = up.name.clone();
+        let name = name.as_str();
+        if up.written != up.len {
+            return Err(Error::backend(format!("internal: {} of {} bytes written", up.written, up.len)));
         }
-        self.quota_update(&mut q, delta)
+        if self.options.fsync == FsyncMode::Always {
+            up.tmp.as_file().sync_data().map_err(|e| io_error("fsync", name, e))?;
+        }
+        let publish = |up: Upload| up.tmp.persist(&up.path).map_err(|e| io_error("store", name, e.error));
+        let path = up.path.clone();
+        let created = std::mem::take(&mut up.created);
+        if self.options.permissions.is_unrestricted() && self.options.quota.is_none() {
+            // Nothing to decide from the item's current state: no lock, no stat.
+            publish(up)?;
+        } else {
+            // The lock covers the final check, the rename and the count, so concurrent
+            // stores of different items cannot together overshoot the quota.
+            let mut q = self.quota_lock();
+            let old = fs::metadata(&path).ok().filter(|m| m.is_file());
+            self.check(name, if old.is_some() { "W" } else { "wW" })?;
+            let delta = up.len as i64 - old.map_or(0, |m| m.len() as i64);
+            self.check_quota(delta, q.as_ref())?;
+            publish(up)?;
+            self.quota_update(&mut q, delta)?;
+        }
+        self.sync_made(name, &created)?;
+        self.sync_parent(name, &path)
+    }
+
+    fn store(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut up = self.begin(name, value.len() as u64)?;
+        up.write(value)?;
+        self.commit(up)
     }
 
     fn delete(&self, name: &str) -> Result<()> {
@@ -336,7 +577,9 @@ impl Inner {
         let mut q = self.quota_lock();
         let size = if q.is_some() { fs::metadata(&path).map_err(|e| io_error("delete", name, e))?.len() } else { 0 };
         fs::remove_file(&path).map_err(|e| io_error("delete", name, e))?;
-        self.quota_update(&mut q, -(size as i64))
+        self.quota_update(&mut q, -(size as i64))?;
+        drop(q);
+        self.sync_parent(name, &path)
     }
 
     fn move_(&self, current: &str, new: &str) -> Result<()> {
@@ -347,11 +590,12 @@ impl Inner {
         let replaced = fs::metadata(&to).ok();
         self.check(new, if replaced.is_some() { "W" } else { "wW" })?;
         let mut q = self.quota_lock();
+        let mut made = Vec::new();
         match fs::rename(&from, &to) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
                 if let Some(parent) = to.parent() {
-                    fs::create_dir_all(parent).map_err(|e| io_error("mkdir for", new, e))?;
+                    made = make_dirs(parent).map_err(|e| io_error("mkdir for", new, e))?;
                 }
                 fs::rename(&from, &to).map_err(|e| io_error("move", current, e))?;
             }
@@ -359,7 +603,14 @@ impl Inner {
         }
         // A replaced destination frees its bytes.
         let freed = replaced.filter(|m| m.is_file()).map_or(0, |m| m.len() as i64);
-        self.quota_update(&mut q, -freed)
+        self.quota_update(&mut q, -freed)?;
+        drop(q);
+        self.sync_made(new, &made)?;
+        self.sync_parent(new, &to)?;
+        if from.parent() != to.parent() {
+            self.sync_parent(current, &from)?;
+        }
+        Ok(())
     }
 
     fn list(&self, name: &str) -> Result<Vec<ItemInfo>> {
@@ -447,11 +698,13 @@ impl Backend for PosixFs {
     }
     async fn mkdir(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.run(move |i| i.mkdir(&name)).await
+        self.run(move |i| i.mkdir(&name)).await?;
+        self.group_flush().await
     }
     async fn rmdir(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.run(move |i| i.rmdir(&name)).await
+        self.run(move |i| i.rmdir(&name)).await?;
+        self.group_flush().await
     }
     async fn info(&self, name: &str) -> Result<ItemInfo> {
         let name = name.to_owned();
@@ -463,15 +716,42 @@ impl Backend for PosixFs {
     }
     async fn store(&self, name: &str, value: Bytes) -> Result<()> {
         let name = name.to_owned();
-        self.run(move |i| i.store(&name, &value)).await
+        if self.inner.options.fsync == FsyncMode::Batch {
+            let up = self
+                .run(move |i| {
+                    let mut up = i.begin(&name, value.len() as u64)?;
+                    up.write(&value)?;
+                    Ok(up)
+                })
+                .await?;
+            self.finish(up).await
+        } else {
+            self.run(move |i| i.store(&name, &value)).await
+        }
+    }
+    async fn store_body(&self, name: &str, body: Body) -> Result<()> {
+        match body {
+            Body::Full(value) => self.store(name, value).await,
+            Body::Stream(s) if s.len() > STREAM_ABOVE => self.store_stream(name, s).await,
+            Body::Stream(s) => {
+                // Small: decide, then take it whole (one trip to the file system).
+                self.admit(name, s.len()).await?;
+                self.store(name, s.collect().await?).await
+            }
+        }
+    }
+    fn streams_uploads(&self) -> bool {
+        true
     }
     async fn delete(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.run(move |i| i.delete(&name)).await
+        self.run(move |i| i.delete(&name)).await?;
+        self.group_flush().await
     }
     async fn move_(&self, current: &str, new: &str) -> Result<()> {
         let (current, new) = (current.to_owned(), new.to_owned());
-        self.run(move |i| i.move_(&current, &new)).await
+        self.run(move |i| i.move_(&current, &new)).await?;
+        self.group_flush().await
     }
     async fn list(&self, name: &str) -> Result<Vec<ItemInfo>> {
         let name = name.to_owned();

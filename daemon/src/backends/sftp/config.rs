@@ -52,6 +52,8 @@ pub struct SftpOptions {
     pub reconnect_tries: u32,
     /// Wait before each reconnect attempt.
     pub reconnect_wait: Duration,
+    /// Flush each stored file on the server (`fsync@openssh.com`) before its rename.
+    pub fsync: bool,
 }
 
 /// The defaults of Python borgstore's sftp backend.
@@ -77,6 +79,7 @@ impl SftpOptions {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             reconnect_tries: DEFAULT_RECONNECT_TRIES,
             reconnect_wait: DEFAULT_RECONNECT_WAIT,
+            fsync: true,
         }
     }
 

@@ -211,6 +211,8 @@ pub struct Conn {
     /// The store directory: absolute once opened (realpath), else as in the URL.
     pub base: String,
     pub posix_rename: bool,
+    /// The server offers `fsync@openssh.com`.
+    pub fsync: bool,
     /// The `check-file` flavour the server announced, if any.
     pub check_file: Option<&'static str>,
     read_len: u32,
@@ -300,6 +302,7 @@ impl Conn {
             sftp: Arc::new(sftp),
             base: target.path.clone(),
             posix_rename: has("posix-rename@openssh.com"),
+            fsync: has("fsync@openssh.com"),
             check_file,
             read_len: chunk(limits.read_len),
             write_len: chunk(limits.write_len),
@@ -465,10 +468,15 @@ impl Conn {
 
     /// Create (or truncate) `path` and write all of `data`, pipelined, then close it and
     /// wait for the close: when this returns Ok the server has the whole file.
-    pub async fn write_file(&self, path: &str, data: &[u8]) -> std::result::Result<(), SftpError> {
+    /// Write `data` as the file `path`; with `fsync` (and a server that offers
+    /// `fsync@openssh.com`) the server flushes it to its disk before this returns.
+    pub async fn write_file(&self, path: &str, data: &[u8], fsync: bool) -> std::result::Result<(), SftpError> {
         let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
         let handle = self.sftp.open(path, flags, FileAttributes::empty()).await?.handle;
-        let written = self.write_all(&handle, data).await;
+        let mut written = self.write_all(&handle, data).await;
+        if written.is_ok() && fsync && self.fsync {
+            written = self.sftp.fsync(handle.as_str()).await.map(|_| ());
+        }
         if written.is_err() {
             self.close_later(handle);
             return written;

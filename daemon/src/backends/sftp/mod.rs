@@ -16,8 +16,10 @@
 //! - Store: write `<12 random letters>.tmp` in the item's directory (creating missing
 //!   directories on demand), then rename it over the item with `posix-rename@openssh.com`
 //!   (atomic; servers without it get remove + rename, which has a short window without
-//!   the item). A failed store removes its temp file (after a lost connection: once
-//!   reconnected). Reads and writes are pipelined; `list` skips `.tmp` files and other
+//!   the item). With the store's `fsync` on (`always` or `batch`, the default) the file
+//!   is flushed on the server with `fsync@openssh.com` before the rename, where the
+//!   server offers it (OpenSSH does); directories cannot be flushed over sftp. A failed
+//!   store removes its temp file (after a lost connection: once reconnected). Reads and writes are pipelined; `list` skips `.tmp` files and other
 //!   invalid names.
 //! - Hash: the server computes it where it announces a `check-file` extension (as Python
 //!   asks paramiko to); OpenSSH does not, so the file is streamed and hashed locally.
@@ -55,8 +57,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use url::SftpUrl;
 
 /// A backend for an `sftp:` URL, configured from the environment (see [`config`]).
-pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(Sftp::new(url::parse(url)?, SftpOptions::from_env()?)))
+pub fn from_url(url: &str, fsync: crate::backends::durability::FsyncMode) -> Result<Arc<dyn Backend>> {
+    let mut options = SftpOptions::from_env()?;
+    options.fsync = fsync.durable();
+    Ok(Arc::new(Sftp::new(url::parse(url)?, options)))
 }
 
 /// A store in a directory on an SFTP server.
@@ -310,10 +314,11 @@ impl Sftp {
     async fn store_once(&self, c: &Conn, name: &str, value: &[u8]) -> Result<()> {
         let dir = dir_of(name);
         let tmp = conn::join(&c.path(dir), &temp_leaf());
-        let first = c.write_file(&tmp, value).await;
+        let fsync = self.inner.options.fsync;
+        let first = c.write_file(&tmp, value, fsync).await;
         let written = match first {
             Err(e) if is_no_such_file(&e) => match c.mkdir_p(&c.path(dir)).await {
-                Ok(()) => c.write_file(&tmp, value).await,
+                Ok(()) => c.write_file(&tmp, value, fsync).await,
                 Err(e) => Err(e),
             },
             other => other,
@@ -605,7 +610,7 @@ mod tests {
         let e = be.open().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
         assert!(Sftp::with_options("sftp://h", SftpOptions::isolated()).is_err());
-        assert_eq!(from_url("sftp:/bad").err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
+        assert_eq!(from_url("sftp:/bad", Default::default()).err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! HTTP Basic authentication, compared in constant time.
+//! HTTP Basic credentials of a store, compared in constant time.
 //!
-//! Both the offered and the expected credentials are hashed first, so the comparison
-//! takes the same time whatever their lengths and wherever they differ.
+//! The offered and the expected credentials are both hashed first, so the comparison
+//! takes the same time whatever their lengths and wherever they differ; a wrong user
+//! and a wrong password look the same to the caller.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -10,15 +11,16 @@ use subtle::ConstantTimeEq;
 /// The `WWW-Authenticate` challenge sent with every 401.
 pub const CHALLENGE: &str = r#"Basic realm="BorgStore REST Server""#;
 
-/// A username and password a client must present.
-#[derive(Clone)]
+/// A username and password a REST client must present.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    username: String,
     digest: [u8; 32],
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credentials(..)")
+        write!(f, "Credentials({}, ..)", self.username)
     }
 }
 
@@ -32,7 +34,7 @@ fn digest(username: &str, password: &str) -> [u8; 32] {
 
 impl Credentials {
     pub fn new(username: &str, password: &str) -> Self {
-        Credentials { digest: digest(username, password) }
+        Credentials { username: username.to_string(), digest: digest(username, password) }
     }
 
     /// Credentials when both parts are given (Python's server ignores a lone one, as do we).
@@ -43,12 +45,16 @@ impl Credentials {
         }
     }
 
+    /// The user name (not secret: it names the principal in logs).
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
     /// Does this `Authorization` header value carry these credentials?
     pub fn accepts(&self, header: Option<&[u8]>) -> bool {
-        let Some(offered) = header.and_then(parse_basic) else {
+        let Some((u, p)) = header.and_then(parse_basic) else {
             return false;
         };
-        let (u, p) = offered;
         bool::from(digest(&u, &p).ct_eq(&self.digest))
     }
 }
@@ -77,6 +83,7 @@ mod tests {
     #[test]
     fn checks_user_and_password() {
         let c = Credentials::new("user", "pa:ss");
+        assert_eq!(c.username(), "user");
         assert!(c.accepts(Some(&basic("user:pa:ss"))));
         assert!(!c.accepts(Some(&basic("user:pa:sx"))));
         assert!(!c.accepts(Some(&basic("usex:pa:ss"))));
@@ -85,5 +92,6 @@ mod tests {
         assert!(!c.accepts(Some(b"Basic !!!")));
         assert!(!c.accepts(None));
         assert!(Credentials::optional(Some("u"), None).is_none());
+        assert!(!format!("{c:?}").contains("pa:ss"));
     }
 }
