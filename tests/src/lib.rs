@@ -12,6 +12,7 @@
 //! - [`nginx`]: a real nginx on a spare port with a config the test writes.
 //! - [`rest`]: REST servers (ours and Python's) on spare ports, and a raw HTTP client.
 //! - [`scenario`]: the interop scenario and dump shared by the posixfs, sftp and s3 interop tests.
+//! - [`users`]: a second local user and group (created when missing) to run clients as.
 //! - [`python`]: the real Python borgstore venvs (0.7.0, 0.5.5) and scripts in `tests/python/`.
 //! - `tests/*.rs`: engine semantics, name properties, Python interop.
 //! - `run`: the one test command (installs what is missing, then fmt, clippy, all tests).
@@ -27,3 +28,4 @@ pub mod python;
 pub mod rest;
 pub mod scenario;
 pub mod sshd;
+pub mod users;
