@@ -61,23 +61,29 @@ pub fn read_header(header: &[u8; HEADER], max_frame: u32) -> Result<u32, FrameEr
 
 /// Decode one whole body; trailing bytes are an error.
 ///
-/// The decoder may only claim (allocate) about as many bytes as the body holds: a
-/// length field that announces more than that fails instead of allocating. bincode
-/// takes the limit as a constant, so the smallest of a few fixed limits that fits the
-/// body is used (at most 16 times the body's size).
+/// The decoder may only claim (allocate) a bounded multiple of what the body holds: a
+/// length field that announces more than that fails instead of allocating. Decoded
+/// values legitimately take more room than their encoding (a listing's strings and
+/// structs take about 1.2 times their bytes), so the limit is at least
+/// [`DECODE_GROWTH`] times the body's size; bincode takes it as a constant, so it is the
+/// smallest of a few fixed limits above that (at most 16 times more again).
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let need = (body.len() as u64).saturating_mul(DECODE_GROWTH);
     macro_rules! with_limit {
         ($($n:expr),+) => {{
             $(
-                if body.len() <= $n {
+                if need <= $n {
                     return finish(body, bincode::serde::decode_from_slice::<T, _>(body, config().with_limit::<{ $n }>()));
                 }
             )+
         }};
     }
-    with_limit!(1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32);
+    with_limit!(1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32, 1 << 36);
     Err(FrameError::TooLarge { len: body.len() as u64, max: u32::MAX })
 }
+
+/// How much more room than its encoding a decoded message may claim.
+pub const DECODE_GROWTH: u64 = 8;
 
 fn finish<T>(body: &[u8], decoded: Result<(T, usize), bincode::error::DecodeError>) -> Result<T, FrameError> {
     let (value, used) = decoded.map_err(|e| FrameError::Malformed(e.to_string()))?;

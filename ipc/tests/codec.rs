@@ -179,3 +179,25 @@ proptest! {
         let _ = decode_body::<Request>(&frame[4..]);
     }
 }
+
+#[test]
+fn listing_chunks_of_every_length_round_trip() {
+    // Decoded listings take more room than their encoding (a String per name): every
+    // chunk length up to a full chunk must decode, whatever its encoded size is
+    // (bodies just under a decode limit once failed with "LimitExceeded").
+    for n in 0..=borgstore_ipc::protocol::LIST_CHUNK {
+        let items: Vec<ItemInfo> = (0..n)
+            .map(|i| ItemInfo {
+                name: format!("{:064x}", i as u128 * 0x9e37_79b9_7f4a_7c15),
+                exists: true,
+                size: i as u64 * 4096,
+                directory: false,
+                atime: 1.7e9 + i as f64,
+                mtime: 1.7e9,
+            })
+            .collect();
+        let msg = Response { id: n as u64, body: Reply::ListChunk(items) };
+        let frame = encode_frame(&msg, u32::MAX).unwrap();
+        assert_eq!(decode_body::<Response>(&frame[4..]).unwrap(), msg, "{n} items");
+    }
+}

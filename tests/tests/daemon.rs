@@ -262,3 +262,26 @@ async fn a_second_daemon_on_the_same_socket_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another daemon"));
     d.client("x").await.ping().await.unwrap();
 }
+
+/// Listing a namespace of 64-hex-digit names (as borg's `data/`) works at every size: a
+/// listing chunk decodes to more bytes than it encodes to, and chunks of about 42..48
+/// such names once failed with "malformed frame: LimitExceeded" in the client.
+#[tokio::test]
+async fn listing_a_namespace_of_long_names_works_whatever_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("s=file://{}/s", dir.path().display());
+    let d = Daemon::start_in(dir, &["--store", &store, "--levels", "s:data/=2"], &[]);
+    let c = d.client("s").await;
+    c.create().await.unwrap();
+    let mut failed = Vec::new();
+    for i in 0..64u32 {
+        let key = format!("{:032x}{:032x}", (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834), i);
+        c.store(&format!("data/{key}"), b"x".to_vec()).await.unwrap();
+        let n = i as usize + 1;
+        match c.list("data", false).await.unwrap().collect().await {
+            Ok(items) => assert_eq!(items.len(), n),
+            Err(e) => failed.push(format!("{n} items: {e}")),
+        }
+    }
+    assert!(failed.is_empty(), "listing data/ failed:\n{}", failed.join("\n"));
+}
