@@ -8,13 +8,14 @@
 //! 3. read requests in order and hand each to its store's actor (so a connection's
 //!    requests on one item take effect in the order sent), while a writer task awaits
 //!    the answers and writes each reply as it completes: clients may pipeline, up to
-//!    `MAX_IN_FLIGHT` requests and [`limits::PER_CONNECTION`] request bytes per
+//!    `MAX_IN_FLIGHT` requests (until their replies are written) and
+//!    [`limits::PER_CONNECTION`] request bytes (until their operations are done) per
 //!    connection, and within the daemon-wide budget, before reading pauses,
 //! 4. stream `list` replies in chunks with an end marker.
 //!
 //! Every request is decided by [`crate::access`] (door `socket`), the same decision the
 //! REST doors use. Room for a request's bytes is reserved from its frame header before
-//! the body is read, and given back once its reply is written.
+//! the body is read, and given back once its operation is done.
 //!
 //! Bad input never panics and never disturbs other connections: an oversize frame is
 //! answered with an error and the connection closed; a malformed body gets an error
@@ -24,7 +25,7 @@
 
 use crate::access::{Caller, Door, LocalPeer, Refusal};
 use crate::actor::{Outcome, Registry};
-use crate::limits::{self, Budget, Reservation};
+use crate::limits::{self, Budget, Room};
 use borgstore_ipc::codec::{decode_body, encode_frame, read_header, FrameError};
 use borgstore_ipc::protocol::{
     HandshakeReply, Hello, Op, Reply, Request, Response, StoreSummary, Welcome, LIST_CHUNK, MAGIC, PROTOCOL_VERSION,
@@ -120,12 +121,6 @@ async fn read_frame(recv: &mut &Stream, max_frame: u32) -> Result<Option<Vec<u8>
     }
 }
 
-/// Room for one request's bytes: in its connection's budget and the daemon's.
-struct Held {
-    _connection: Reservation,
-    _daemon: Reservation,
-}
-
 async fn write_frame(send: &mut &Stream, bytes: &[u8]) -> std::io::Result<()> {
     send.write_all(bytes).await
 }
@@ -208,10 +203,10 @@ async fn connection(
                 Some(done) = pending.next(), if !pending.is_empty() => done,
                 msg = rx.recv(), if reading => match msg {
                     Some(Outgoing::Ready(resp)) => (resp, None),
-                    Some(Outgoing::Pending(id, answer, permit, held)) => {
+                    Some(Outgoing::Pending(id, answer, permit)) => {
                         pending.push(async move {
                             let outcome = outcome_of(answer).await;
-                            (Response { id, body: single_reply(outcome) }, Some((permit, held)))
+                            (Response { id, body: single_reply(outcome) }, Some(permit))
                         });
                         continue;
                     }
@@ -260,10 +255,7 @@ async fn connection(
             }
         };
         // Room for the bytes first (this connection's share, then the daemon's), then the bytes.
-        let held = Held {
-            _connection: connection_budget.reserve(len as u64).await,
-            _daemon: daemon_budget.reserve(len as u64).await,
-        };
+        let room = Room::reserve(&connection_budget, &daemon_budget, len as u64).await;
         let body = match read_body(&mut r, len).await {
             Ok(body) => body,
             Err(e) => {
@@ -281,7 +273,7 @@ async fn connection(
         let id = request.id;
         let is_list = matches!(request.op, Op::List { .. });
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let sent = match dispatch(&registry, &peer, request).await {
+        let sent = match dispatch(&registry, &peer, request, room).await {
             Dispatched::Now(body) => tx.send(Outgoing::Ready(Response { id, body })).await.is_ok(),
             Dispatched::Later(answer) if is_list => {
                 // A listing streams many replies; it gets its own task.
@@ -289,11 +281,11 @@ async fn connection(
                 lists.spawn(async move {
                     let outcome = outcome_of(answer).await;
                     stream_list(id, outcome, &tx).await;
-                    drop((permit, held));
+                    drop(permit);
                 });
                 true
             }
-            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit, held)).await.is_ok(),
+            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit)).await.is_ok(),
         };
         if !sent {
             break;
@@ -307,10 +299,11 @@ async fn connection(
 }
 
 /// What the reader hands the writer: a reply, or an operation whose answer is coming
-/// (with the request's place and bytes in flight, given back once the reply is out).
+/// (with the request's place in flight, given back once the reply is out; the room for
+/// its bytes went with the operation to the store actor).
 enum Outgoing {
     Ready(Response),
-    Pending(u64, Answer, OwnedSemaphorePermit, Held),
+    Pending(u64, Answer, OwnedSemaphorePermit),
 }
 
 type Answer = tokio::sync::oneshot::Receiver<borgstore_ipc::Result<Outcome>>;
@@ -325,7 +318,7 @@ enum Dispatched {
     Later(Answer),
 }
 
-async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request) -> Dispatched {
+async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, room: Room) -> Dispatched {
     let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None };
     match request.op {
         Op::Ping => return Dispatched::Now(Reply::Pong),
@@ -367,7 +360,7 @@ async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request) -> Di
             "only the daemon's own user may configure a store's cache",
         )));
     }
-    match entry.enqueue(request.op).await {
+    match entry.enqueue(request.op, Some(room)).await {
         Ok(rx) => Dispatched::Later(rx),
         Err(e) => Dispatched::Now(Reply::Err(e)),
     }

@@ -50,6 +50,25 @@ impl Reservation {
     }
 }
 
+/// Room for one request's bytes in its connection's budget and in the daemon's; it
+/// travels with the request to its store actor and is given back when the operation is
+/// done (not when the client reads the reply).
+#[derive(Debug)]
+pub struct Room {
+    _connection: Reservation,
+    _daemon: Reservation,
+}
+
+impl Room {
+    /// Reserve `bytes` from the connection's budget, then from the daemon's (always in
+    /// that order, so waiting readers never hold one another up in a cycle).
+    pub async fn reserve(connection: &Budget, daemon: &Budget, bytes: u64) -> Room {
+        let c = connection.reserve(bytes).await;
+        let d = daemon.reserve(bytes).await;
+        Room { _connection: c, _daemon: d }
+    }
+}
+
 impl Budget {
     /// A budget of `bytes` (at least one unit).
     pub fn new(bytes: u64) -> Budget {

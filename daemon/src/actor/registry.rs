@@ -11,7 +11,7 @@ use crate::access::{Caller, Door, Grants, Principal, Refusal};
 use crate::backends::posixfs::PosixFsOptions;
 use crate::backends::url::{backend_from_url, BackendOptions};
 use crate::config::{DaemonConfig, StoreSettings};
-use crate::limits::Budget;
+use crate::limits::{Budget, Room};
 use crate::store::{RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::Op;
@@ -50,11 +50,12 @@ impl StoreEntry {
     /// Enqueue an operation (ordered after everything enqueued before) and return the
     /// receiver for its outcome. Awaiting this future only waits until the actor has
     /// taken the operation, so a connection can pipeline in order.
-    pub async fn enqueue(&self, op: Op) -> Result<oneshot::Receiver<Result<Outcome>>> {
+    /// `room` (the request's reserved bytes) is given back when the operation is done.
+    pub async fn enqueue(&self, op: Op, room: Option<Room>) -> Result<oneshot::Receiver<Result<Outcome>>> {
         let (tx, rx) = oneshot::channel();
         // Straight into the mailbox when it has room (no round trip to the actor's
         // thread); only a full mailbox makes the caller wait.
-        match self.addr.try_send(Exec { op, reply: tx }) {
+        match self.addr.try_send(Exec { op, reply: tx, room }) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => self.addr.send(msg).await.map_err(|_| self.stopping())?,
             Err(SendError::Closed(_)) => return Err(self.stopping()),
@@ -79,7 +80,7 @@ impl StoreEntry {
     }
 
     async fn send_exec(&self, op: Op) -> Result<Outcome> {
-        let rx = self.enqueue(op).await?;
+        let rx = self.enqueue(op, None).await?;
         rx.await.map_err(|_| self.stopped_midway())?
     }
 }

@@ -33,6 +33,8 @@ pub enum Outcome {
 pub struct Exec {
     pub op: Op,
     pub reply: oneshot::Sender<Result<Outcome>>,
+    /// The room reserved for the request's bytes, given back when the operation is done.
+    pub room: Option<crate::limits::Room>,
 }
 
 /// Run a backend-level operation (REST) on the store; the answer arrives on `reply`.
@@ -89,8 +91,12 @@ impl StoreActor {
     fn start_job(&mut self, access: Access, job: Job, ctx: &mut Context<Self>) {
         let state = self.state.clone();
         match job {
-            Job::Exec(Exec { op, reply }) => {
-                let fut = contained(async move { state.execute(op).await });
+            Job::Exec(Exec { op, reply, room }) => {
+                let fut = contained(async move {
+                    let result = state.execute(op).await;
+                    drop(room);
+                    result
+                });
                 ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
                     // A vanished client dropped its receiver: the operation still counted.
                     let _ = reply.send(result);
