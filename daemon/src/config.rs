@@ -588,6 +588,10 @@ levels = [2]
             ("max_frame = 10", "max_frame"),
             ("rest = \"localhost\"", "not an address"),
             ("[stores.a]\nurl = \"file:///x\"\nrest_username = \"u\"", "rest_password"),
+            ("[stores.a]\nurl = \"file:///x\"\nfsync = \"sometimes\"", "use off, always or batch"),
+            ("[stores.a]\nurl = \"file:///x\"\npublic_on = [\"tcp\"]", "unknown listener \"tcp\""),
+            ("[stores.a]\nurl = \"file:///x\"\nserve_on = [\"ipc\"]", "serve_on: unknown listener"),
+            ("max_in_flight = 1000", "max_in_flight"),
             ("this is not toml", "config file"),
         ] {
             let e = DaemonConfig::from_toml(text).unwrap_err();
@@ -612,6 +616,65 @@ levels = [2]
         assert!(!cfg.stores.contains_key("default"));
         let bad = Overrides { quotas: vec!["nope=1".into()], ..Default::default() };
         assert!(DaemonConfig::build(None, &bad).unwrap_err().message.contains("no store named"));
+    }
+
+    #[test]
+    fn listeners_fsync_and_budget_from_file_and_flags() {
+        let cfg = DaemonConfig::from_toml(
+            r#"
+rest = "127.0.0.1:5618"
+max_in_flight = 33554432
+[stores.a]
+url = "file:///x"
+fsync = "always"
+serve_on = ["socket", "rest_socket"]
+[stores.b]
+url = "file:///y"
+public_on = ["rest"]
+[stores.c]
+url = "file:///z"
+rest_username = "u"
+rest_password = "p"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.max_in_flight, 32 << 20);
+        let a = &cfg.stores["a"];
+        assert_eq!(a.fsync, FsyncMode::Always);
+        assert_eq!(a.serve_on, [Door::Socket, Door::RestSocket].into_iter().collect());
+        assert_eq!(cfg.stores["b"].fsync, FsyncMode::Batch, "batch is the default");
+        assert_eq!(cfg.stores["b"].public_on, [Door::Rest].into_iter().collect());
+        assert_eq!(cfg.stores["c"].serve_on.len(), 3, "every listener by default");
+        assert_eq!(DaemonConfig::from_toml("").unwrap().max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+
+        let flags = Overrides {
+            stores: vec!["a=file:///a".into(), "b=file:///b".into()],
+            rest: Some("127.0.0.1:1".into()),
+            fsync: vec!["a=off".into()],
+            serve_on: vec!["a=socket".into()],
+            public_on: vec!["b=rest,rest_socket".into()],
+            max_in_flight: Some(1 << 20),
+            ..Default::default()
+        };
+        let cfg = DaemonConfig::build(None, &flags).unwrap();
+        assert_eq!(cfg.stores["a"].fsync, FsyncMode::Off);
+        assert_eq!(cfg.stores["a"].serve_on, [Door::Socket].into_iter().collect());
+        assert_eq!(cfg.stores["b"].public_on, [Door::Rest, Door::RestSocket].into_iter().collect());
+    }
+
+    #[test]
+    fn a_store_without_credentials_is_refused_on_tcp_unless_public_or_kept_off() {
+        let text = "rest = \"127.0.0.1:5618\"\n[stores.open]\nurl = \"file:///x\"\nallow_uids = [1000]";
+        let e = DaemonConfig::from_toml(text).unwrap_err();
+        assert!(e.message.contains("store open") && e.message.contains("--rest-auth open="), "{e}");
+        assert!(DaemonConfig::from_toml(&format!("{text}\npublic_on = [\"rest\"]")).is_ok());
+        assert!(DaemonConfig::from_toml(&format!("{text}\nserve_on = [\"socket\"]")).is_ok());
+        assert!(DaemonConfig::from_toml(&format!("{text}\nrest_username = \"u\"\nrest_password = \"p\"")).is_ok());
+        // Without a TCP listener there is nothing to refuse.
+        assert!(DaemonConfig::from_toml("rest_socket = \"/tmp/r.sock\"\n[stores.open]\nurl = \"file:///x\"").is_ok());
+        // The implicit default store too.
+        let flags = Overrides { rest: Some("127.0.0.1:5618".into()), ..Default::default() };
+        assert!(DaemonConfig::build(None, &flags).unwrap_err().message.contains("store default"));
     }
 
     #[test]
