@@ -15,9 +15,15 @@
 //! The cache section loads 64 KiB values from a primary with 10 ms emulated latency
 //! without a cache and from a warm writethrough cache.
 //!
-//! Sections: `bench [--quick|--smoke] [ipc] [rest] [cache]` (default: all).
+//! The engine and IPC sections store with `fsync = off` (as Python does, so the
+//! comparison is fair); the fsync section measures what durability costs: 4 KiB stores
+//! through the daemon with 1 and 16 clients under `fsync = off`, `batch` (the default,
+//! group commit) and `always`, as ratios against `off`.
+//!
+//! Sections: `bench [--quick|--smoke] [ipc] [rest] [cache] [fsync]` (default: all).
 
 use borgstore_client::{Client, ClientOptions};
+use borgstore_daemon::backends::durability::FsyncMode;
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_daemon::store::config::namespaces;
@@ -38,7 +44,8 @@ type Rates = BTreeMap<&'static str, f64>;
 
 async fn engine_run(size: usize, n: usize) -> Rates {
     let dir = tempfile::tempdir().unwrap();
-    let be = Arc::new(PosixFs::new(dir.path().join("s"), PosixFsOptions::default()).unwrap());
+    let options = PosixFsOptions { fsync: FsyncMode::Off, ..Default::default() };
+    let be = Arc::new(PosixFs::new(dir.path().join("s"), options).unwrap());
     let s = Store::with_emulator(be, namespaces(&[("data/", &[2]), ("", &[0])]).unwrap(), Emulator::OFF);
     s.create().await.unwrap();
     s.open().await.unwrap();
@@ -179,6 +186,75 @@ async fn main() {
     if want("cache") {
         cache_section(quick, smoke).await;
     }
+    if want("fsync") {
+        fsync_section(quick, smoke).await;
+    }
+}
+
+/// Stores/s of `n` 4 KiB values through the daemon, split over `clients` clients.
+async fn store_rate(d: &Daemon, store: &str, n: usize, clients: usize) -> f64 {
+    let first = Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap();
+    first.create().await.unwrap();
+    let mut cs = Vec::new();
+    for _ in 0..clients {
+        cs.push(Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap());
+    }
+    let ks = Arc::new(keys(n));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (ci, c) in cs.into_iter().enumerate() {
+        let ks = ks.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in ks.iter().skip(ci).step_by(clients) {
+                c.store(k, vec![0x5a; 4096]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    first.destroy().await.unwrap();
+    rate
+}
+
+/// What durability costs: 4 KiB stores under each fsync mode, 1 and 16 clients.
+async fn fsync_section(quick: bool, smoke: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [FsyncMode::Off, FsyncMode::Batch, FsyncMode::Always];
+    let mut args = Vec::new();
+    for m in modes {
+        args.push("--store".to_string());
+        args.push(format!("{m}=file://{}/{m}", dir.path().display()));
+        args.push("--levels".to_string());
+        args.push(format!("{m}:data/=2"));
+        args.push("--fsync".to_string());
+        args.push(format!("{m}={m}"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
+    let n = pick(smoke, quick, 16, 400, 2000);
+    println!("== fsync: {n} stores of 4 KiB through the daemon (data/ at 2 levels), stores/s\n");
+    println!(
+        "{:<8} {:>11} {:>8} {:>11} {:>8} {:>14}",
+        "fsync", "1 client", "vs off", "16 clients", "vs off", "16 cl. / 1 cl."
+    );
+    let mut off = (f64::NAN, f64::NAN);
+    for m in modes {
+        let one = store_rate(&d, m.name(), n, 1).await;
+        let many = store_rate(&d, m.name(), n, 16).await;
+        if m == FsyncMode::Off {
+            off = (one, many);
+        }
+        println!(
+            "{:<8} {one:>11.0} {:>8.2} {many:>11.0} {:>8.2} {:>14.2}",
+            m.name(),
+            one / off.0,
+            many / off.1,
+            many / one
+        );
+    }
+    println!("(target: batch with 16 clients >= 0.5 x off; always is for comparison)\n");
 }
 
 /// Loads of 64 KiB values from a primary with 10 ms emulated latency per call, without a
@@ -228,6 +304,8 @@ async fn ipc_section(quick: bool, smoke: bool) {
     for s in ["small", "big", "mem"] {
         args.push("--store".to_string());
         args.push(format!("{s}=file://{}/{s}", dir.path().display()));
+        args.push("--fsync".to_string());
+        args.push(format!("{s}=off"));
         args.push("--levels".to_string());
         args.push(format!("{s}:data/=2"));
         args.push("--levels".to_string());
@@ -235,7 +313,7 @@ async fn ipc_section(quick: bool, smoke: bool) {
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
-    println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels)\n");
+    println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels, fsync = off as in Python)\n");
     // The floor under every IPC number: a round trip that does no store work at all.
     let pinger = Client::connect(ClientOptions::new("small").socket(&d.socket)).await.unwrap();
     let rounds = pick(smoke, quick, 20, 2000, 10000);
@@ -300,11 +378,13 @@ fn rest_section(quick: bool, smoke: bool) {
     use borgstore_tests::python::{run_ok, Version};
     use borgstore_tests::rest::{request, Impl, RestServer};
     let n = pick(smoke, quick, 20, 300, 2000);
-    println!("== REST: Python borgstore REST client, 4 KiB values, {n} items (list: whole listings/s)\n");
+    println!("== REST: Python borgstore REST client, 4 KiB values, {n} items (list: whole listings/s; fsync = off)\n");
     let mut rates: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut wrk_rates = Vec::new();
     for which in [Impl::Python, Impl::Ours] {
-        let server = RestServer::start(which, &[]);
+        // Python's server does not flush; ours is compared on the same terms.
+        let extra: &[&str] = if which == Impl::Ours { &["--fsync", "off"] } else { &[] };
+        let server = RestServer::start(which, extra);
         let out = run_ok(Version::V070, "bench_rest.py", &[&server.url(None), "4096", &n.to_string()], &[]);
         rates.push(serde_json::from_str(&out).expect("bench_rest.py output"));
         assert_eq!(request(server.port, "POST", "/?cmd=create", None, &[], b"").status, 200);
