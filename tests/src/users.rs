@@ -47,7 +47,8 @@ pub fn second_user() -> Account {
         }
         run(Command::new("usermod").args(["--append", "--groups", GROUP, USER]));
         let user = nix::unistd::User::from_name(USER).ok().flatten().unwrap_or_else(|| panic!("user {USER} missing"));
-        let group = nix::unistd::Group::from_name(GROUP).ok().flatten().unwrap_or_else(|| panic!("group {GROUP} missing"));
+        let group =
+            nix::unistd::Group::from_name(GROUP).ok().flatten().unwrap_or_else(|| panic!("group {GROUP} missing"));
         Account { uid: user.uid.as_raw(), gid: user.gid.as_raw(), extra_gid: group.gid.as_raw() }
     })
 }

@@ -31,8 +31,33 @@ pub async fn dispatch(req: HttpRequest, mut payload: web::Payload, app: web::Dat
     let response = handle(&req, &mut payload, &app).await;
     if app.drain_unread {
         while let Ok(Some(Ok(_))) = tokio::time::timeout(limits::BODY_IDLE, payload.next()).await {}
+        return response;
     }
-    response
+    // actix-web reads a dropped chunked body to its end before the next request; keeping
+    // the payload until the answer is out makes it close the connection instead, as it
+    // does for an unread body of known length.
+    response.map_body(|_, body| HoldPayload { body, _payload: payload }).map_into_boxed_body()
+}
+
+/// A response body that keeps its request's payload alive until the response is sent.
+struct HoldPayload {
+    body: actix_web::body::BoxBody,
+    _payload: web::Payload,
+}
+
+impl actix_web::body::MessageBody for HoldPayload {
+    type Error = <actix_web::body::BoxBody as actix_web::body::MessageBody>::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<web::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) -> HttpResponse {
