@@ -225,3 +225,280 @@ async fn a_client_pipelining_thousands_of_requests_gets_every_reply_once() {
     assert_eq!(seen.len() as u64, N);
     still_serves(&d).await;
 }
+
+/// A raw connection that has not said hello yet.
+fn raw(d: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// The daemon closed the connection: nothing more to read.
+fn assert_closed(s: &mut UnixStream, what: &str) {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: {n} more bytes instead of the end"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: the connection was not closed: {e}"),
+    }
+}
+
+/// A hello whose frame body is exactly `len` bytes (its client name fills it up).
+fn hello_of_size(len: usize) -> Vec<u8> {
+    // The name's length prefix grows with the name, so aim and correct a few times.
+    let mut name_len = len;
+    for _ in 0..8 {
+        let frame = encode_frame(&Hello::new("x".repeat(name_len)), u32::MAX).unwrap();
+        let body = frame.len() - 4;
+        if body == len {
+            return frame;
+        }
+        name_len = (name_len as i64 + len as i64 - body as i64) as usize;
+    }
+    panic!("a hello of {len} bytes cannot be made")
+}
+
+#[tokio::test]
+async fn oversize_hellos_are_refused_from_their_header_and_closed() {
+    let d = daemon();
+    created(&d).await;
+    // Only a header announcing a large hello, then nothing: the daemon must answer from
+    // the header (it would otherwise wait for the body until its handshake deadline and
+    // say "timed out"), then close.
+    for announced in [65_537u32, 1 << 20, u32::MAX] {
+        let what = format!("a hello announcing {announced} bytes");
+        let mut s = raw(&d);
+        s.write_all(&announced.to_le_bytes()).unwrap();
+        match read_msg::<HandshakeReply>(&mut s) {
+            Some(HandshakeReply::Refused(e)) => {
+                assert!(e.message.contains("handshake") && e.message.contains("exceeds"), "{what}: {e}");
+                assert_eq!(e.kind, ErrorKind::InvalidArgument, "{what}: {e}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_closed(&mut s, &what);
+    }
+    // A whole, valid hello one byte over 64 KiB is refused the same way.
+    let mut s = raw(&d);
+    s.write_all(&hello_of_size(65_537)).unwrap();
+    match read_msg::<HandshakeReply>(&mut s) {
+        Some(HandshakeReply::Refused(e)) => assert!(e.message.contains("exceeds"), "{e}"),
+        other => panic!("a hello of 65537 bytes: {other:?}"),
+    }
+    assert_closed(&mut s, "a hello of 65537 bytes");
+    still_serves(&d).await;
+}
+
+#[tokio::test]
+async fn malformed_small_hellos_are_refused_and_closed() {
+    let d = daemon();
+    created(&d).await;
+    let request_frame = encode_frame(&Request { id: 1, store: "s".into(), op: Op::Ping }, u32::MAX).unwrap();
+    let mut garbage = 20u32.to_le_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 20]);
+    let mut short = 3u32.to_le_bytes().to_vec();
+    short.extend_from_slice(&[1, 2, 3]);
+    let mut trailing = encode_frame(&Hello::new("ok"), u32::MAX).unwrap();
+    trailing.push(0);
+    let n = (trailing.len() - 4) as u32;
+    trailing[..4].copy_from_slice(&n.to_le_bytes());
+    for (what, frame) in [
+        ("20 bytes of garbage", garbage),
+        ("an empty hello", 0u32.to_le_bytes().to_vec()),
+        ("a 3 byte hello", short),
+        ("a request instead of a hello", request_frame),
+        ("a hello with a trailing byte", trailing),
+    ] {
+        let mut s = raw(&d);
+        s.write_all(&frame).unwrap();
+        match read_msg::<HandshakeReply>(&mut s) {
+            Some(HandshakeReply::Refused(e)) => assert_eq!(e.kind, ErrorKind::InvalidArgument, "{what}: {e}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_closed(&mut s, what);
+    }
+    // A hello cut short (header says 100, 10 bytes come, then the client goes): no reply
+    // is owed, the daemon just drops the connection.
+    let mut s = raw(&d);
+    let mut cut = 100u32.to_le_bytes().to_vec();
+    cut.extend_from_slice(&[0; 10]);
+    s.write_all(&cut).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    match read_msg::<HandshakeReply>(&mut s) {
+        None | Some(HandshakeReply::Refused(_)) => {}
+        other => panic!("a hello cut short: {other:?}"),
+    }
+    assert_closed(&mut s, "a hello cut short");
+    // A hello that stalls halfway is refused at the handshake deadline (10 s).
+    let mut s = raw(&d);
+    s.write_all(&cut).unwrap();
+    match read_msg::<HandshakeReply>(&mut s) {
+        Some(HandshakeReply::Refused(e)) => assert!(e.message.contains("timed out"), "{e}"),
+        other => panic!("a stalled hello: {other:?}"),
+    }
+    assert_closed(&mut s, "a stalled hello");
+    still_serves(&d).await;
+}
+
+/// A daemon whose store `s` takes 200 ms per backend call, so pipelined requests pile up.
+fn slow_daemon(extra: &[&str]) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("s=file://{}/s", dir.path().display());
+    let mut args = vec!["--store", arg.as_str(), "--max-frame", "1048576", "--latency", "s=200000"];
+    args.extend_from_slice(extra);
+    Daemon::start_in(dir, &args, &[])
+}
+
+/// Size of the values pipelined below: as large as a 1 MiB frame allows.
+const NEAR_MIB: usize = 1_040_000;
+
+/// The value stored as `big<conn>-<id>`: its numbers at both ends and in the middle.
+fn value_of(conn: u64, id: u64) -> Vec<u8> {
+    let mut v = vec![(id % 251) as u8; NEAR_MIB];
+    let stamp = [conn.to_le_bytes(), id.to_le_bytes()].concat();
+    for at in [0, NEAR_MIB / 2, NEAR_MIB - 16] {
+        v[at..at + 16].copy_from_slice(&stamp);
+    }
+    v
+}
+
+/// On `connections` connections at once, pipeline `per_connection` stores of ~1 MiB each
+/// without reading a reply until all are sent; then read every reply (each exactly once,
+/// each Ok). The daemon's peak RSS must grow by less than `limit` bytes; then every value
+/// must be on disk byte for byte.
+async fn pipeline_big_stores(d: &Daemon, connections: u64, per_connection: u64, limit: u64) {
+    use borgstore_tests::memory::Baseline;
+    created(d).await;
+    // Warm up: the store is open and a few values went through.
+    {
+        let mut s = connect(d);
+        for id in 1..=4 {
+            let op = Op::Store { name: format!("warm{id}"), value: vec![1; NEAR_MIB] };
+            assert_eq!(request(&mut s, id, op).body, Reply::Ok);
+        }
+    }
+    let base = Baseline::take(d.child.id());
+    let runs: Vec<_> = (0..connections)
+        .map(|conn| {
+            let mut s = connect(d);
+            s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for id in 1..=per_connection {
+                    let op = Op::Store { name: format!("big{conn}-{id}"), value: value_of(conn, id) };
+                    let frame = encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap();
+                    w.write_all(&frame).unwrap_or_else(|e| panic!("connection {conn}: sending request {id}: {e}"));
+                }
+                // Every request is sent (the daemon read them all); now the replies.
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..per_connection {
+                    let r: Response = read_msg(&mut s).unwrap_or_else(|| panic!("connection {conn}: a reply missing"));
+                    assert_eq!(r.body, Reply::Ok, "connection {conn}, request {}", r.id);
+                    assert!((1..=per_connection).contains(&r.id), "connection {conn}: unknown id {}", r.id);
+                    assert!(seen.insert(r.id), "connection {conn}: request {} answered twice", r.id);
+                }
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                assert!(read_msg::<Response>(&mut s).is_none(), "connection {conn}: a reply too many");
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("a pipelining connection failed");
+    }
+    base.assert_below(limit, &format!("{connections} connection(s) pipelining {per_connection} stores of ~1 MiB each"));
+    // Everything is stored, byte for byte.
+    for conn in 0..connections {
+        for id in 1..=per_connection {
+            let path = d.path(&format!("s/big{conn}-{id}"));
+            let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(stored == value_of(conn, id), "{} differs from what was sent", path.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded_per_connection() {
+    // 300 stores of ~1 MiB pipelined on one connection against a slow store: without a
+    // per-connection byte budget (64 MiB) the daemon would read all ~300 MiB at once.
+    let d = slow_daemon(&[]);
+    pipeline_big_stores(&d, 1, 300, 150 << 20).await;
+    still_serves(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded_daemon_wide() {
+    // Four such connections, each within its own 64 MiB, share a daemon-wide budget of
+    // 16 MiB: without it they would hold about 4 x 64 MiB.
+    let d = slow_daemon(&["--max-in-flight", "16777216"]);
+    pipeline_big_stores(&d, 4, 100, 100 << 20).await;
+    still_serves(&d).await;
+}
+
+/// A request whose frame body is `len` bytes: a store whose value fills it up.
+fn store_frame_of_size(id: u64, name: &str, len: usize) -> Vec<u8> {
+    let frame = |n: usize| {
+        let op = Op::Store { name: name.into(), value: vec![(n % 251) as u8; n] };
+        encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap()
+    };
+    let mut n = len;
+    for _ in 0..8 {
+        let body = frame(n).len() - 4;
+        if body == len {
+            return frame(n);
+        }
+        n = (n as i64 + len as i64 - body as i64) as usize;
+    }
+    panic!("a store request of {len} bytes cannot be made")
+}
+
+#[tokio::test]
+async fn frames_up_to_their_limit_are_decoded_whatever_their_size() {
+    // Every frame within its limit is decoded, also those just below the sizes where the
+    // decoder switches its allocation bound (4 KiB, 64 KiB, 1 MiB, ...) and those whose
+    // integers are small on the wire: a hello of exactly 64 KiB (the handshake limit);
+    // store requests of every size in the last 32 bytes below 4 KiB, 64 KiB and 1 MiB
+    // (--max-frame here); gather requests of 40 to 60 borg-style sources.
+    let d = daemon();
+    created(&d).await;
+    let mut failures = Vec::new();
+    let mut s = raw(&d);
+    s.write_all(&hello_of_size(65_536)).unwrap();
+    match read_msg::<HandshakeReply>(&mut s) {
+        Some(HandshakeReply::Accepted(_)) => {}
+        other => failures.push(format!("a hello of exactly 64 KiB: {other:?}")),
+    }
+    let mut s = connect(&d);
+    let mut id = 0;
+    for limit in [1usize << 12, 1 << 16, 1 << 20] {
+        for len in limit - 31..=limit {
+            id += 1;
+            s.write_all(&store_frame_of_size(id, &format!("edge{len}"), len)).unwrap();
+            let r: Response = read_msg(&mut s).expect("a reply");
+            if (r.id, &r.body) != (id, &Reply::Ok) {
+                failures.push(format!("a store request of {len} bytes: {:?}", r.body));
+            }
+        }
+    }
+    for n in 40..=60u64 {
+        id += 1;
+        let sources =
+            (0..n).map(|i| borgstore_ipc::Source { name: format!("data/{i:064x}"), offset: 0, size: 100 }).collect();
+        let op = Op::Gather { sources, namespace: None, deleted: false };
+        let frame = encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap();
+        s.write_all(&frame).unwrap();
+        // The items do not exist: any answer to this request will do, but it must be one.
+        let r: Response = read_msg(&mut s).expect("a reply");
+        if r.id != id {
+            failures.push(format!("a gather request of {n} sources ({} bytes): {:?}", frame.len() - 4, r.body));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} frames within their limit were not decoded:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    still_serves(&d).await;
+}
