@@ -152,27 +152,28 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// Grants that let anybody in through every door (the one store of
-    /// `borgstore-server-rest`, which has no uid grants, like Python's server), asking
-    /// for `credentials` where given.
-    pub fn public(store: &str, credentials: Option<Credentials>) -> Grants {
-        Grants {
-            store: store.to_string(),
-            owner_uid: crate::config::current_uid(),
-            allow_uids: Vec::new(),
-            allow_gids: Vec::new(),
-            credentials,
-            serve_on: Door::ALL.into_iter().collect(),
-            public_on: Door::ALL.into_iter().collect(),
-        }
-    }
-
     /// The one access decision.
     pub fn decide(&self, caller: &Caller<'_>) -> std::result::Result<Principal, Refusal> {
         let door = caller.door;
         if !self.serve_on.contains(&door) {
             return Err(Refusal::NotServedHere);
         }
+        let public = self.public_on.contains(&door);
+        // On a Unix socket the uid decides first, so a caller without a grant learns
+        // nothing about the store's password from the answer.
+        let peer = match (door.by_uid(), caller.peer) {
+            (false, _) => None,
+            (true, None) => return Err(Refusal::NotGranted("the caller's credentials are unknown".into())),
+            (true, Some(peer)) => {
+                if !(public || peer.uid == self.owner_uid || peer.matches(&self.allow_uids, &self.allow_gids)) {
+                    return Err(Refusal::NotGranted(format!(
+                        "uid {} is not granted access to store {}",
+                        peer.uid, self.store
+                    )));
+                }
+                Some(peer.clone())
+            }
+        };
         // The REST protocol's own rule: a store with credentials asks for them on every
         // REST door.
         let rest_user = match (&self.credentials, door.is_rest()) {
@@ -180,19 +181,8 @@ impl Grants {
             (Some(_), true) => return Err(Refusal::Unauthenticated),
             _ => None,
         };
-        let public = self.public_on.contains(&door);
-        if door.by_uid() {
-            let Some(peer) = caller.peer else {
-                return Err(Refusal::NotGranted("the caller's credentials are unknown".into()));
-            };
-            let granted = public || peer.uid == self.owner_uid || peer.matches(&self.allow_uids, &self.allow_gids);
-            if !granted {
-                return Err(Refusal::NotGranted(format!(
-                    "uid {} is not granted access to store {}",
-                    peer.uid, self.store
-                )));
-            }
-            return Ok(Principal { peer: Some(peer.clone()), rest_user });
+        if peer.is_some() {
+            return Ok(Principal { peer, rest_user });
         }
         if rest_user.is_some() || public {
             return Ok(Principal { peer: None, rest_user });
@@ -317,6 +307,9 @@ mod tests {
         let p = on(Door::RestSocket, Some(&owner), Some(&good), &g).unwrap();
         assert_eq!((p.peer.map(|p| p.uid), p.rest_user.as_deref()), (Some(500), Some("alice")));
         assert!(matches!(on(Door::RestSocket, Some(&stranger), Some(&good), &g), Err(Refusal::NotGranted(_))));
+        // A stranger gets the same answer whatever password it tries.
+        assert!(matches!(on(Door::RestSocket, Some(&stranger), Some(&bad), &g), Err(Refusal::NotGranted(_))));
+        assert!(matches!(on(Door::RestSocket, Some(&stranger), None, &g), Err(Refusal::NotGranted(_))));
         // TCP: the credentials alone.
         assert_eq!(on(Door::Rest, None, None, &g), Err(Refusal::Unauthenticated));
         assert_eq!(on(Door::Rest, None, Some(&good), &g).unwrap().to_string(), "REST user alice");
