@@ -191,6 +191,23 @@ async fn main() {
     }
 }
 
+/// A daemon serving `stores` (name, fsync) under `dir`, data/ at 2 nesting levels.
+fn bench_daemon(dir: &std::path::Path, stores: &[(&str, FsyncMode)]) -> Daemon {
+    let mut args = Vec::new();
+    for (name, fsync) in stores {
+        args.push("--store".to_string());
+        args.push(format!("{name}=file://{}/{name}", dir.display()));
+        args.push("--fsync".to_string());
+        args.push(format!("{name}={fsync}"));
+        args.push("--levels".to_string());
+        args.push(format!("{name}:data/=2"));
+        args.push("--levels".to_string());
+        args.push(format!("{name}:=0"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[])
+}
+
 /// Stores/s of `n` 4 KiB values through the daemon, split over `clients` clients.
 async fn store_rate(d: &Daemon, store: &str, n: usize, clients: usize) -> f64 {
     let first = Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap();
@@ -222,17 +239,7 @@ async fn store_rate(d: &Daemon, store: &str, n: usize, clients: usize) -> f64 {
 async fn fsync_section(quick: bool, smoke: bool) {
     let dir = tempfile::tempdir().unwrap();
     let modes = [FsyncMode::Off, FsyncMode::Batch, FsyncMode::Always];
-    let mut args = Vec::new();
-    for m in modes {
-        args.push("--store".to_string());
-        args.push(format!("{m}=file://{}/{m}", dir.path().display()));
-        args.push("--levels".to_string());
-        args.push(format!("{m}:data/=2"));
-        args.push("--fsync".to_string());
-        args.push(format!("{m}={m}"));
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
+    let d = bench_daemon(dir.path(), &modes.map(|m| (m.name(), m)));
     let n = pick(smoke, quick, 16, 400, 2000);
     println!("== fsync: {n} stores of 4 KiB through the daemon (data/ at 2 levels), stores/s\n");
     println!(
@@ -300,19 +307,7 @@ async fn cache_section(quick: bool, smoke: bool) {
 
 async fn ipc_section(quick: bool, smoke: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = Vec::new();
-    for s in ["small", "big", "mem"] {
-        args.push("--store".to_string());
-        args.push(format!("{s}=file://{}/{s}", dir.path().display()));
-        args.push("--fsync".to_string());
-        args.push(format!("{s}=off"));
-        args.push("--levels".to_string());
-        args.push(format!("{s}:data/=2"));
-        args.push("--levels".to_string());
-        args.push(format!("{s}:=0"));
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[]);
+    let d = bench_daemon(dir.path(), &[("small", FsyncMode::Off), ("big", FsyncMode::Off), ("mem", FsyncMode::Off)]);
     println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels, fsync = off as in Python)\n");
     // The floor under every IPC number: a round trip that does no store work at all.
     let pinger = Client::connect(ClientOptions::new("small").socket(&d.socket)).await.unwrap();
