@@ -9,7 +9,7 @@ use borgstore_daemon::actor::Registry;
 use borgstore_daemon::config::{
     file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REST_MAX_BODY,
 };
-use borgstore_daemon::rest::{self, idle::Activity, Listen, Mount, RestOptions};
+use borgstore_daemon::rest::{self, borg_serve, idle::Activity, Listen, Mount, RestOptions};
 use borgstore_daemon::systemd::{self, Notice};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -82,37 +82,10 @@ struct Args {
     log: Option<String>,
 }
 
-/// The letter maps of the borgbackup shortcuts, as Python borgstore defines them
-/// (see borg's repository code): None means no restriction.
-fn shortcut(name: &str) -> Option<Option<BTreeMap<String, String>>> {
-    let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-    Some(match name {
-        "borgbackup-all" => None,
-        "borgbackup-no-delete" => map(&[
-            ("", "lr"),
-            ("archives", "lrw"),
-            ("cache", "lrwWD"),
-            ("config", "lrW"),
-            ("data", "lrw"),
-            ("keys", "lr"),
-            ("locks", "lrwD"),
-        ]),
-        "borgbackup-write-only" => map(&[
-            ("", "l"),
-            ("archives", "lw"),
-            ("cache", "lrwWD"),
-            ("config", "lrW"),
-            ("data", "lw"),
-            ("keys", "lr"),
-            ("locks", "lrwD"),
-        ]),
-        "borgbackup-read-only" => map(&[("", "lr"), ("locks", "lrwD")]),
-        _ => return None,
-    })
-}
-
 fn permissions(value: &str) -> Result<Option<BTreeMap<String, String>>, String> {
-    if let Some(p) = shortcut(value) {
+    if let Some(p) =
+        borgstore_daemon::backends::posixfs::permissions::borg_mode(value).filter(|_| value.starts_with("borgbackup-"))
+    {
         return Ok(p);
     }
     serde_json::from_str::<BTreeMap<String, String>>(value).map(Some).map_err(|_| {
@@ -212,7 +185,8 @@ fn adopt(fd: OwnedFd) -> std::io::Result<Listen> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let args = if argv.get(1).map(String::as_str) == Some("serve") { borg_serve(&argv[1..]) } else { Args::parse() };
     let inherited = if args.socket_activation {
         match systemd::listen_fds() {
             Ok(fds) if fds.len() == 1 => fds.into_iter().next().map(|(_, fd)| fd),
@@ -253,6 +227,31 @@ fn main() {
     };
     let code = system.block_on(run(args, config, inherited));
     std::process::exit(code);
+}
+
+/// `serve --rest --backend FILE:…`: borg's remote side of an ssh:// repository (see
+/// `rest::borg_serve`). Serves like `--stdio` or exits as `borg serve` would.
+fn borg_serve(argv: &[String]) -> Args {
+    let modern = std::env::var("BORG_EXIT_CODES").is_ok_and(|v| v == "modern");
+    let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+    let env_permissions = std::env::var("BORG_REPO_PERMISSIONS").ok();
+    let serve = match borg_serve::prepare(argv, original.as_deref(), env_permissions.as_deref()) {
+        Ok(s) => s,
+        Err(e @ borg_serve::ServeError::Help(_)) => {
+            print!("{}", e.message());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("{}", e.message());
+            std::process::exit(e.exit_code(modern));
+        }
+    };
+    let mut line = vec!["borgstore-server-rest", "--stdio", "--backend", &serve.backend, "--log", serve.log_filter];
+    let permissions = serve.permissions.as_ref().map(|p| serde_json::json!(p).to_string());
+    if let Some(p) = &permissions {
+        line.extend(["--permissions", p]);
+    }
+    Args::parse_from(line)
 }
 
 async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i32 {

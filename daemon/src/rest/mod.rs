@@ -15,6 +15,7 @@
 //! to [`crate::limits::REST_WAIT`] before a 503.
 //!
 //! - [`handlers`]: the one dispatcher and every route.
+//! - [`borg_serve`]: the `borg serve --rest` command line, for borg's `ssh://` repositories.
 //! - [`range`]: the `Range` header of loads.
 //! - [`status`]: error kind -> HTTP status.
 //! - [`stdio`]: HTTP/1.1 on stdin/stdout (what `rest://` clients start over ssh).
@@ -24,6 +25,7 @@
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
 
+pub mod borg_serve;
 pub mod handlers;
 pub mod idle;
 pub mod metrics;

@@ -11,6 +11,53 @@
 use borgstore_ipc::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
 
+/// The names of borg's repository permission modes, as `borg serve --permissions` and
+/// `BORG_REPO_PERMISSIONS` take them.
+pub const BORG_MODES: [&str; 4] = ["all", "no-delete", "write-only", "read-only"];
+
+/// The letters of one of borg's permission modes (`no-delete`, or `borgbackup-no-delete`
+/// as Python borgstore's server names it): `None` for an unknown name, `Some(None)` for
+/// `all` (no restriction).
+///
+/// borg 2 has laid out repositories two ways: `packs/` and `index/` (current) and `data/`
+/// (older betas). The two sets of namespaces do not overlap, so one map grants the right
+/// letters for either layout:
+/// - `no-delete`: read and add everything, overwrite only the manifest (`config/`) and
+///   borg's own bookkeeping (`cache/`, `index/`), delete only locks, caches and indexes;
+/// - `write-only`: as `no-delete`, but archives and data cannot be read back;
+/// - `read-only`: read everything, write only locks.
+pub fn borg_mode(name: &str) -> Option<Option<BTreeMap<String, String>>> {
+    let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let mode = name.strip_prefix("borgbackup-").unwrap_or(name);
+    Some(match mode {
+        "all" => None,
+        "no-delete" => map(&[
+            ("", "lr"),
+            ("archives", "lrw"),
+            ("cache", "lrwWD"),
+            ("config", "lrW"),
+            ("data", "lrw"),
+            ("index", "lrwWD"),
+            ("keys", "lr"),
+            ("locks", "lrwD"),
+            ("packs", "lrw"),
+        ]),
+        "write-only" => map(&[
+            ("", "l"),
+            ("archives", "lw"),
+            ("cache", "lrwWD"),
+            ("config", "lrW"),
+            ("data", "lw"),
+            ("index", "lrwWD"),
+            ("keys", "lr"),
+            ("locks", "lrwD"),
+            ("packs", "lw"),
+        ]),
+        "read-only" => map(&[("", "lr"), ("locks", "lrwD")]),
+        _ => return None,
+    })
+}
+
 /// Name (or directory) -> granted letters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
@@ -88,5 +135,36 @@ mod tests {
         assert!(Permissions::all().check("x", "D").is_ok());
         assert!(perms(&[("data", "lr")]).check("config", "l").is_err());
         assert!(Permissions::new([("".into(), "lx".into())].into()).is_err());
+    }
+
+    #[test]
+    fn borg_modes_cover_both_layouts() {
+        let p = |name: &str| Permissions::new(borg_mode(name).unwrap().unwrap()).unwrap();
+        assert_eq!(borg_mode("all"), Some(None));
+        assert_eq!(borg_mode("borgbackup-all"), Some(None));
+        assert_eq!(borg_mode("borgbackup-no-delete"), borg_mode("no-delete"));
+        assert!(borg_mode("everything").is_none() && borg_mode("borgbackup-").is_none());
+        let nd = p("no-delete");
+        for (name, ok, refused) in [
+            ("packs/00/0011", "lrw", "WD"),
+            ("data/00/11/0011", "lrw", "WD"),
+            ("index/0011", "lrwWD", ""),
+            ("archives/a1", "lrw", "WD"),
+            ("config/manifest", "lrW", "D"),
+            ("keys/repokey", "lr", "wWD"),
+            ("locks/l", "lrwD", ""),
+        ] {
+            for c in ok.chars() {
+                assert!(nd.check(name, &c.to_string()).is_ok(), "no-delete {name} {c}");
+            }
+            for c in refused.chars() {
+                assert!(nd.check(name, &c.to_string()).is_err(), "no-delete {name} {c}");
+            }
+        }
+        let wo = p("write-only");
+        assert!(wo.check("packs/00/0011", "r").is_err() && wo.check("packs/00/0011", "w").is_ok());
+        assert!(wo.check("data/00/11/0011", "r").is_err() && wo.check("index/0011", "r").is_ok());
+        let ro = p("read-only");
+        assert!(ro.check("packs/00/0011", "w").is_err() && ro.check("index/x", "r").is_ok());
     }
 }
