@@ -97,7 +97,7 @@ impl FromStr for HashAlgorithm {
         HashAlgorithm::ALL
             .into_iter()
             .find(|a| a.as_str() == lower)
-            .ok_or_else(|| Error::invalid(format!("unsupported hash algorithm: {}", crate::names::shown(s))))
+            .ok_or_else(|| Error::invalid(format!("Unsupported hash algorithm: {}", crate::names::quoted(s))))
     }
 }
 

@@ -25,41 +25,48 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Ok(());
     }
-    let refuse = |why: &str| Err(Error::invalid(format!("invalid name {}: {why}", shown(name))));
+    // Where Python has the same rule, the message is Python's word for word (REST clients
+    // see it); our stricter rules come after Python's, with their own words.
+    let n = quoted(name);
+    let refuse = |msg: String| Err(Error::invalid(msg));
     if name.len() > MAX_NAME_LENGTH {
-        return refuse(&format!("longer than {MAX_NAME_LENGTH} characters"));
+        return refuse(format!("name is too long (max: {MAX_NAME_LENGTH}): {n}"));
     }
     if !name.is_ascii() {
-        return refuse("not plain ASCII");
+        return refuse(format!("name must encode to plain ascii, but failed with: {n}"));
     }
-    if name.bytes().any(|b| b.is_ascii_control()) {
-        return refuse("contains a control character");
+    if name.starts_with('/') || name.ends_with('/') || name.contains("..") {
+        return refuse(format!("name must be relative and not contain '..': {n}"));
     }
-    if name.bytes().any(|b| b.is_ascii_whitespace()) {
-        return refuse("contains a blank");
-    }
-    if name.contains('\\') {
-        return refuse("contains a backslash");
-    }
-    if name.starts_with('/') || name.ends_with('/') {
-        return refuse("must be relative, without a leading or trailing '/'");
-    }
-    if name.contains("..") {
-        return refuse("must not contain '..'");
-    }
-    if name.split('/').any(|part| part.is_empty() || part == ".") {
-        return refuse("has an empty or '.' path component");
+    if name.contains('\\') || name.contains(' ') {
+        return refuse(format!("name must not contain backslashes or blanks: {n}"));
     }
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return refuse("must be lowercase");
+        return refuse(format!("name must be lowercase, but got: {n}"));
     }
     if name.ends_with(TMP_SUFFIX) {
-        return refuse("must not end with .tmp");
+        return refuse(format!("name must not end with {TMP_SUFFIX}, but got: {n}"));
     }
     if name.ends_with(HID_SUFFIX) {
-        return refuse("must not end with .hid");
+        return refuse(format!("name must not end with {HID_SUFFIX}, but got: {n}"));
+    }
+    if name.bytes().any(|b| b.is_ascii_control() || b.is_ascii_whitespace()) {
+        return refuse(format!("name must not contain control characters or whitespace: {n}"));
+    }
+    if name.split('/').any(|part| part.is_empty() || part == ".") {
+        return refuse(format!("name must not have empty or '.' path components: {n}"));
     }
     Ok(())
+}
+
+/// A name as the messages above show it: as it is when it is printable (as Python shows
+/// it), else escaped (so it cannot forge log lines).
+pub fn quoted(name: &str) -> String {
+    if name.chars().any(|c| c.is_control()) || name.chars().count() > 120 {
+        shown(name)
+    } else {
+        name.to_string()
+    }
 }
 
 /// Validate the name of an item (not the root): like [`validate_name`], but empty is refused.

@@ -16,7 +16,7 @@ use crate::store::nesting::item_of;
 use crate::store::{DefragName, Lister, MoveAction, RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::{MoveAction as WireMove, Op, Reply};
-use borgstore_ipc::{Error, ErrorKind, Result};
+use borgstore_ipc::{Error, Result};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{oneshot, Mutex};
@@ -272,12 +272,7 @@ impl StoreState {
     async fn ensure_open(&self) -> Result<()> {
         let mut opened = self.opened.lock().await;
         if !*opened {
-            self.store.open().await.map_err(|e| match e.kind {
-                ErrorKind::BackendDoesNotExist => {
-                    Error::new(ErrorKind::BackendDoesNotExist, "the store does not exist; create it first")
-                }
-                _ => e,
-            })?;
+            self.store.open().await?;
             *opened = true;
         }
         Ok(())

@@ -170,8 +170,8 @@ pub fn check_range(source: &Source, got: usize) -> Result<()> {
         return Err(Error::new(
             ErrorKind::ReadRangeError,
             format!(
-                "short read from {} (requested {} bytes at offset {}, got {got})",
-                crate::names::shown(&source.name),
+                "Read range error from {} (requested {} bytes at offset {}, got {got})",
+                crate::names::quoted(&source.name),
                 source.size,
                 source.offset
             ),

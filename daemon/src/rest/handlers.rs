@@ -101,10 +101,7 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
         let response = match refusal {
             Refusal::Unauthenticated => {
                 tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: bad or missing credentials");
-                HttpResponse::Unauthorized()
-                    .insert_header((header::WWW_AUTHENTICATE, CHALLENGE))
-                    .content_type("text/plain")
-                    .body("Unauthorized")
+                HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, CHALLENGE)).body("Unauthorized")
             }
             Refusal::NotGranted(why) => {
                 tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: {why}");
@@ -152,11 +149,31 @@ fn param<'a>(query: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     query.get(key).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-fn need_name(name: &str, what: &str) -> Result<()> {
+/// Refuse the root where a route needs an item name, with `message` (Python's words).
+fn need_name(name: &str, message: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::invalid(format!("{what} needs an object name in the path")));
+        return Err(Error::invalid(message));
     }
     Ok(())
+}
+
+/// One entry of a listing, in the key order Python's server writes.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    size: u64,
+    directory: bool,
+    atime: f64,
+    mtime: f64,
+}
+
+/// A listing as JSON, formatted as Python's `json.dumps(items, indent=2)` does.
+fn listing_json(items: &[borgstore_ipc::ItemInfo]) -> String {
+    let items: Vec<Listed> = items
+        .iter()
+        .map(|i| Listed { name: &i.name, size: i.size, directory: i.directory, atime: i.atime, mtime: i.mtime })
+        .collect();
+    serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_string())
 }
 
 fn sources(body: &[u8]) -> Result<Vec<Source>> {
@@ -325,10 +342,10 @@ async fn route(
                 (Some(current), Some(new)) => {
                     raw(RawOp::Move { current: current.into(), new: new.into() }).await.map(|_| ok())
                 }
-                _ => Err(Error::invalid("move needs the current and new names")),
+                _ => Err(Error::invalid("Missing current or new name for move")),
             },
             Some("hash") => {
-                need_name(name, "hash")?;
+                need_name(name, "Missing name for hash")?;
                 let algorithm: HashAlgorithm = param(query, "algorithm").unwrap_or("sha256").parse()?;
                 match raw(RawOp::Hash { name: name.into(), algorithm }).await? {
                     RawReply::Text(digest) => Ok(HttpResponse::Ok().content_type("text/plain").body(digest)),
@@ -338,7 +355,8 @@ async fn route(
             Some("quota") => match raw(RawOp::Quota).await? {
                 RawReply::Quota(q) => Ok(HttpResponse::Ok()
                     .content_type("application/json")
-                    .body(serde_json::json!({"limit": q.limit, "usage": q.usage}).to_string())),
+                    // Python's json.dumps spacing.
+                    .body(format!("{{\"limit\": {}, \"usage\": {}}}", q.limit, q.usage))),
                 _ => Err(Error::backend("internal: unexpected reply to quota")),
             },
             Some("gather") => {
@@ -359,7 +377,7 @@ async fn route(
                             None => 0,
                         },
                     },
-                    (None, None) => return Err(Error::invalid("defrag needs a target or an algorithm")),
+                    (None, None) => return Err(Error::invalid("Missing target or algorithm for defrag")),
                 };
                 let (body, _held) = early!(json_body(req, app, payload).await);
                 match raw(RawOp::Defrag { sources: sources(&body)?, target }).await? {
@@ -367,9 +385,9 @@ async fn route(
                     _ => Err(Error::backend("internal: unexpected reply to defrag")),
                 }
             }
-            Some(other) => Err(Error::invalid(format!("unknown command {:?}", other.escape_debug().to_string()))),
-            None => {
-                need_name(name, "store")?;
+            // As Python's server: an unknown command on a name is a store, on the root a bad request.
+            _ => {
+                need_name(name, "Bad Request")?;
                 crate::names::validate_item_name(name)?;
                 let len = early!(body_length(req, app.max_body));
                 // What is held whole in memory needs room in the budget first; large
@@ -393,9 +411,9 @@ async fn route(
         match cmd {
             Some("destroy") => exec(entry, Op::Destroy).await.map(|_| ok()),
             Some("rmdir") => raw(RawOp::Rmdir(name.into())).await.map(|_| ok()),
-            Some(other) => Err(Error::invalid(format!("unknown command {:?}", other.escape_debug().to_string()))),
-            None => {
-                need_name(name, "delete")?;
+            // As Python's server: an unknown command on a name is a delete.
+            _ => {
+                need_name(name, "Bad Request")?;
                 raw(RawOp::Delete(name.into())).await.map(|_| ok())
             }
         }
@@ -406,30 +424,19 @@ async fn route(
                 .insert_header(("X-BorgStore-Atime", float(info.atime)))
                 .insert_header(("X-BorgStore-Mtime", float(info.mtime)))
                 .body(HeadBody(info.size))),
-            RawReply::Info(_) => Err(Error::new(ErrorKind::ObjectNotFound, format!("{} not found", shown(name)))),
+            RawReply::Info(_) => Err(Error::not_found(name)),
             _ => Err(Error::backend("internal: unexpected reply to info")),
         }
     } else if method == Method::GET {
         if listing {
             return match raw(RawOp::List(name.into())).await? {
                 RawReply::List(items) => {
-                    let json: Vec<_> = items
-                        .iter()
-                        .map(|i| {
-                            serde_json::json!({
-                                "name": i.name, "size": i.size, "directory": i.directory,
-                                "atime": i.atime, "mtime": i.mtime,
-                            })
-                        })
-                        .collect();
-                    Ok(HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(serde_json::Value::from(json).to_string()))
+                    Ok(HttpResponse::Ok().content_type("application/json").body(listing_json(&items)))
                 }
                 _ => Err(Error::backend("internal: unexpected reply to list")),
             };
         }
-        need_name(name, "load")?;
+        need_name(name, "Bad Request")?;
         let range_header = match req.headers().get(header::RANGE) {
             Some(v) => Some(v.to_str().map_err(|_| Error::invalid("the Range header is not ASCII"))?),
             None => None,
@@ -467,10 +474,6 @@ impl actix_web::body::MessageBody for HeadBody {
     ) -> std::task::Poll<Option<std::result::Result<web::Bytes, Self::Error>>> {
         std::task::Poll::Ready(None)
     }
-}
-
-fn shown(name: &str) -> String {
-    crate::names::shown(name)
 }
 
 /// Times as Python prints floats: always with a fractional part.

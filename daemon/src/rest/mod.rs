@@ -21,6 +21,7 @@
 //! - [`stdio`]: HTTP/1.1 on stdin/stdout (what `rest://` clients start over ssh).
 //! - [`idle`]: requests in flight, for `borgstore-server-rest --idle-timeout`.
 //! - [`metrics`]: `GET /-/metrics`, every store's stats for Prometheus (opt-in).
+//! - [`wire`]: response header names in the canonical case Python's server sends.
 //!
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
@@ -32,15 +33,20 @@ pub mod metrics;
 pub mod range;
 pub mod status;
 pub mod stdio;
+pub mod wire;
 
 use crate::access::{Door, LocalPeer};
 use crate::actor::Registry;
+use actix_http::{HttpService, KeepAlive, Protocol};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::body::MessageBody;
-use actix_web::dev::{Extensions, Service};
+use actix_web::dev::{AppConfig, Extensions, Service};
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use std::sync::Arc;
+use std::time::Duration;
+use wire::CanonicalHeaders;
 
 /// Where stores appear in the URL space.
 #[derive(Debug, Clone)]
@@ -72,13 +78,9 @@ pub struct Connection {
     pub peer: Option<LocalPeer>,
 }
 
-/// actix-web's connect hook: learn the door and peer of a new connection.
-fn on_connect(io: &dyn std::any::Any, ext: &mut Extensions) {
-    let conn = match io.downcast_ref::<actix_web::rt::net::UnixStream>() {
-        Some(unix) => Connection { door: Door::RestSocket, peer: LocalPeer::of(unix).ok() },
-        None => Connection { door: Door::Rest, peer: None },
-    };
-    ext.insert(conn);
+/// What a connection says about itself when it is accepted.
+fn connection(door: Door, peer: Option<LocalPeer>, ext: &mut Extensions) {
+    ext.insert(Connection { door, peer });
 }
 
 /// Listener and limits of a REST server.
@@ -126,16 +128,24 @@ pub fn server_tracked(
         max_body: options.max_body,
         drain_unread: options.drain_unread,
     });
-    let mut http = HttpServer::new(move || {
+    let make_app = move || {
         let activity = activity.clone();
         App::new()
             .app_data(app.clone())
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0")))
             .wrap_fn(move |req, srv| {
                 let request = activity.as_ref().map(|a| a.begin());
+                let head = req.method() == actix_web::http::Method::HEAD;
                 let response = srv.call(req);
                 async move {
-                    let response = response.await?;
+                    let mut response = response.await?;
+                    if head {
+                        // Tells the wire layer that this answer has no body (see wire).
+                        response.headers_mut().insert(
+                            header::HeaderName::from_static(wire::NO_BODY),
+                            header::HeaderValue::from_static("1"),
+                        );
+                    }
                     Ok(match request {
                         Some(r) => response.map_body(|_, body| idle::Tracked::new(body.boxed(), r).boxed()),
                         None => response.map_into_boxed_body(),
@@ -143,18 +153,61 @@ pub fn server_tracked(
                 }
             })
             .default_service(web::to(handlers::dispatch))
-    })
-    .on_connect(on_connect)
-    .workers(options.workers.max(1))
-    .disable_signals()
-    .shutdown_timeout(30);
+    };
+    // actix-web's HttpServer, with each connection wrapped in CanonicalHeaders (and the
+    // timeouts HttpServer uses by default).
+    macro_rules! http_service {
+        ($make_app:expr, $io:ty, $door:expr, $peer:expr) => {{
+            let app = $make_app.clone();
+            HttpService::<$io, _, _, _, _>::build()
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .on_connect_ext(|io: &$io, ext: &mut Extensions| connection($door, $peer(io), ext))
+                .finish(map_config(app().into_factory().map_err(|err: actix_web::Error| err.error_response()), |_| {
+                    AppConfig::default()
+                }))
+        }};
+    }
+    let mut builder =
+        actix_server::Server::build().workers(options.workers.max(1)).disable_signals().shutdown_timeout(30);
     for l in listeners {
-        http = match l {
-            Listen::Tcp(t) => http.listen(t)?,
-            Listen::Unix(u) => http.listen_uds(u)?,
+        builder = match l {
+            Listen::Tcp(t) => {
+                let name = format!("rest-{}", t.local_addr()?);
+                let make_app = make_app.clone();
+                builder.listen(name, t, move || {
+                    fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                        let _ = io.set_nodelay(true);
+                        let peer = io.peer_addr().ok();
+                        Ok::<_, actix_http::error::DispatchError>((CanonicalHeaders::new(io), Protocol::Http1, peer))
+                    })
+                    .and_then(http_service!(
+                        make_app,
+                        CanonicalHeaders<actix_web::rt::net::TcpStream>,
+                        Door::Rest,
+                        |_| None
+                    ))
+                })?
+            }
+            Listen::Unix(u) => {
+                let name = format!("rest-unix-{:?}", u.local_addr()?);
+                let make_app = make_app.clone();
+                builder.listen_uds(name, u, move || {
+                    fn_service(|io: actix_web::rt::net::UnixStream| async move {
+                        Ok::<_, actix_http::error::DispatchError>((CanonicalHeaders::new(io), Protocol::Http1, None))
+                    })
+                    .and_then(http_service!(
+                        make_app,
+                        CanonicalHeaders<actix_web::rt::net::UnixStream>,
+                        Door::RestSocket,
+                        |io: &CanonicalHeaders<actix_web::rt::net::UnixStream>| LocalPeer::of(io.get_ref()).ok()
+                    ))
+                })?
+            }
         };
     }
-    Ok(http.run())
+    Ok(builder.run())
 }
 
 /// Bind a Unix socket for REST with `mode` (see [`crate::ipc_server::prepare_socket_path`]).

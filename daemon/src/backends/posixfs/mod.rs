@@ -339,10 +339,25 @@ impl Inner {
         if self.options.fsync.durable() {
             sync_created(&made).map_err(|e| io_error("fsync for", "", e))?;
         }
-        let mut entries = fs::read_dir(&self.root).map_err(|e| io_error("listing", "", e))?;
-        if entries.next().is_some() {
-            return Err(Error::new(ErrorKind::BackendAlreadyExists, "the store directory is not empty"));
+        // An existing empty directory is fine (a hoster may have made it). So is one that
+        // holds nothing but the usage file an open wrote: a daemon that serves a store
+        // opens it before a client creates it.
+        let entries = fs::read_dir(&self.root).map_err(|e| io_error("listing", "", e))?;
+        let mut only_usage = true;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("listing", "", e))?;
+            if entry.file_name() != quota::QUOTA_FILE || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                only_usage = false;
+                break;
+            }
         }
+        if !only_usage {
+            return Err(Error::new(
+                ErrorKind::BackendAlreadyExists,
+                "posixfs storage base path is not empty: [STORAGE_BASE]",
+            ));
+        }
+        quota::remove(&self.root).map_err(|e| io_error("creating", "", e))?;
         Ok(())
     }
 
@@ -352,7 +367,10 @@ impl Inner {
         let entries = match fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::new(ErrorKind::BackendDoesNotExist, "the store directory does not exist"))
+                return Err(Error::new(
+                    ErrorKind::BackendDoesNotExist,
+                    "posixfs storage base path does not exist: [STORAGE_BASE]",
+                ))
             }
             Err(e) => return Err(io_error("listing", "", e)),
         };
@@ -380,7 +398,10 @@ impl Inner {
     fn open(&self) -> Result<()> {
         self.must_not_be_open()?;
         if !self.root.is_dir() {
-            return Err(Error::new(ErrorKind::BackendDoesNotExist, "the store directory does not exist"));
+            return Err(Error::new(
+                ErrorKind::BackendDoesNotExist,
+                "posixfs storage base path does not exist or is not a directory: [STORAGE_BASE]",
+            ));
         }
         let mut q = self.quota_lock();
         match self.options.quota {
@@ -421,7 +442,8 @@ impl Inner {
 
     fn mkdir(&self, name: &str) -> Result<()> {
         self.must_be_open()?;
-        let path = self.item_path(name)?;
+        // The empty name is the store root (a root namespace's level directory).
+        let path = self.any_path(name)?;
         self.check(name, "w")?;
         let made = make_dirs(&path).map_err(|e| io_error("mkdir", name, e))?;
         self.sync_made(name, &made)
@@ -429,7 +451,7 @@ impl Inner {
 
     fn rmdir(&self, name: &str) -> Result<()> {
         self.must_be_open()?;
-        let path = self.item_path(name)?;
+        let path = self.any_path(name)?;
         self.check(name, "wD")?;
         fs::remove_dir(&path).map_err(|e| io_error("rmdir", name, e))?;
         self.sync_parent(name, &path)
@@ -506,7 +528,7 @@ impl Inner {
         match state {
             Some(state) if state.would_exceed(delta) => Err(Error::new(
                 ErrorKind::QuotaExceeded,
-                format!("quota exceeded: {} > {}", state.usage + delta, state.limit),
+                format!("Quota exceeded: {} > {}", state.usage + delta, state.limit),
             )),
             _ => Ok(()),
         }

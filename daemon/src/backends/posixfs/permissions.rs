@@ -111,7 +111,7 @@ impl Permissions {
         }
         Err(Error::new(
             ErrorKind::PermissionDenied,
-            format!("one of the permissions '{required}' is required for {}", crate::names::shown(name)),
+            format!("One of permissions '{required}' required for '{}'", crate::names::quoted(name)),
         ))
     }
 }
