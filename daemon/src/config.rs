@@ -273,6 +273,32 @@ pub fn default_socket() -> PathBuf {
     borgstore_ipc::paths::default_socket_for(current_uid(), runtime.as_deref())
 }
 
+/// The name of the implicit store (no config file, no `--store`).
+pub const DEFAULT_STORE: &str = "default";
+
+/// Credentials of the implicit store on the REST TCP listener, generated on first use:
+/// `borg` and 24 random letters and digits, kept beside the store (mode 0600) so a
+/// restart keeps them. Returns (user, password, made now).
+pub fn default_rest_credentials() -> std::io::Result<(String, String, PathBuf, bool)> {
+    use rand::distributions::{Alphanumeric, DistString};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = default_store_path().with_extension("rest-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some((u, p)) = text.trim().split_once(':').filter(|(u, p)| !u.is_empty() && !p.is_empty()) {
+            return Ok((u.to_string(), p.to_string(), path, false));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    writeln!(f, "borg:{password}")?;
+    f.sync_all()?;
+    Ok(("borg".to_string(), password, path, true))
+}
+
 /// Where the implicit `default` store lives: `$XDG_DATA_HOME/borgstore/default`,
 /// `~/.local/share/borgstore/default`, or `/var/lib/borgstore/default` for root.
 pub fn default_store_path() -> PathBuf {
@@ -380,6 +406,12 @@ impl DaemonConfig {
             check_store_name(name)?;
             stores.insert(name.to_string(), StoreSettings::new(url));
         }
+        if stores.is_empty() {
+            // The implicit store, there before the per-store flags so they can refine it.
+            let mut s = StoreSettings::new(file_url(&default_store_path()));
+            s.create = true;
+            stores.insert(DEFAULT_STORE.to_string(), s);
+        }
         let store_mut = |stores: &mut BTreeMap<String, StoreSettings>, flag: &str, name: &str| {
             if stores.contains_key(name) {
                 Ok(())
@@ -483,11 +515,6 @@ impl DaemonConfig {
                     }
                 }
             }
-        }
-        if stores.is_empty() {
-            let mut s = StoreSettings::new(file_url(&default_store_path()));
-            s.create = true;
-            stores.insert("default".to_string(), s);
         }
         for (name, s) in &stores {
             s.namespaces().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;

@@ -22,6 +22,7 @@
 
 pub mod conformance;
 pub mod daemon;
+pub mod differential;
 pub mod fixtures;
 pub mod memory;
 pub mod moto;

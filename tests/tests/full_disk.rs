@@ -106,8 +106,8 @@ async fn a_full_disk_fails_writes_cleanly_keeps_old_values_and_recovers() {
     // A streamed REST upload (larger than what is held in memory) fails the same way.
     let nested = "/s/data/00/bb/00bb000000000000000000000000000000000000000000000000000000000000";
     let r = request(port, "POST", nested, None, &[], &vec![5u8; 3 << 20]);
-    assert_eq!(r.status, 500, "{}", r.text());
-    assert!(no_space(&r.text()), "{}", r.text());
+    // As Python's server: a 500 says only that; the reason is in the daemon's log.
+    assert_eq!((r.status, r.text().as_str()), (500, "Internal Server Error"));
     assert!(!r.text().contains(&disk.mnt.display().to_string()), "the path leaked: {}", r.text());
     assert!(temp_files(&root).is_empty(), "a failed upload left {:?}", temp_files(&root));
     assert_eq!(request(port, "HEAD", nested, None, &[], b"").status, 404);

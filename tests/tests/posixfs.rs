@@ -293,3 +293,18 @@ async fn a_streamed_store_is_refused_before_a_byte_is_read_and_a_failed_one_leav
     );
     assert_eq!(be.quota().await.unwrap().usage, 5);
 }
+
+#[tokio::test]
+async fn a_move_onto_itself_changes_nothing_and_frees_nothing() {
+    let f = posixfs_with(PosixFsOptions { quota: Some(1000), ..Default::default() });
+    let be = opened(&f).await;
+    be.store("ns/x", Bytes::from_static(b"0123456789")).await.unwrap();
+    be.move_("ns/x", "ns/x").await.unwrap();
+    assert_eq!(be.quota().await.unwrap().usage, 10, "the item is still there and still counts");
+    assert_eq!(&be.load("ns/x", 0, None).await.unwrap()[..], b"0123456789");
+    assert_eq!(kind(be.move_("ns/missing", "ns/missing").await), ErrorKind::ObjectNotFound);
+    // A move that replaces another item gives that item's bytes back.
+    be.store("ns/y", Bytes::from_static(b"abc")).await.unwrap();
+    be.move_("ns/y", "ns/x").await.unwrap();
+    assert_eq!(be.quota().await.unwrap().usage, 3);
+}

@@ -4,7 +4,7 @@
 
 use borgstore_daemon::access::Door;
 use borgstore_daemon::actor::Registry;
-use borgstore_daemon::config::{DaemonConfig, Overrides};
+use borgstore_daemon::config::{self, DaemonConfig, Overrides};
 use borgstore_daemon::ipc_server::{self, ServerOptions};
 use borgstore_daemon::rest;
 use borgstore_daemon::systemd::{self, Notice};
@@ -109,7 +109,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match load_config(&args) {
+    let (config, quick) = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("borgstored: {e}");
@@ -123,15 +123,40 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = system.block_on(run(config, inherited));
+    let code = system.block_on(run(config, inherited, quick));
     std::process::exit(code);
 }
 
-fn load_config(args: &Args) -> Result<DaemonConfig, String> {
+/// What borgstored tells a user who just started the quick-start REST listener.
+struct QuickStart {
+    url: String,
+    credentials_file: PathBuf,
+    made: bool,
+}
+
+fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String> {
     let text = match &args.config {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
         None => None,
     };
+    // The quick start: `borgstored --rest ADDR` with nothing else configured serves the
+    // implicit store on TCP with credentials made on first start (kept beside the store).
+    let mut rest_auth = args.rest_auth.clone();
+    let mut quick = None;
+    let implicit = args.config.is_none() && args.stores.is_empty();
+    let named = |list: &[String]| list.iter().any(|s| s.starts_with(&format!("{}=", config::DEFAULT_STORE)));
+    if let (true, Some(addr)) = (implicit, &args.rest) {
+        if !named(&rest_auth) && !named(&args.public_on) && !named(&args.serve_on) {
+            let (user, password, file, made) = config::default_rest_credentials()
+                .map_err(|e| format!("cannot keep the REST credentials of the default store: {e}"))?;
+            rest_auth.push(format!("{}={user}:{password}", config::DEFAULT_STORE));
+            quick = Some(QuickStart {
+                url: format!("http://{user}:{password}@{addr}/{}/", config::DEFAULT_STORE),
+                credentials_file: file,
+                made,
+            });
+        }
+    }
     let flags = Overrides {
         socket: args.socket.clone(),
         socket_mode: args.socket_mode.clone(),
@@ -145,14 +170,15 @@ fn load_config(args: &Args) -> Result<DaemonConfig, String> {
         latencies: args.latencies.clone(),
         rest: args.rest.clone(),
         rest_socket: args.rest_socket.clone(),
-        rest_auth: args.rest_auth.clone(),
+        rest_auth,
         rest_metrics: args.rest_metrics,
         fsync: args.fsync.clone(),
         serve_on: args.serve_on.clone(),
         public_on: args.public_on.clone(),
         max_in_flight: args.max_in_flight,
     };
-    DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)
+    let config = DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)?;
+    Ok((config, quick))
 }
 
 type RestRunning = (actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>);
@@ -207,7 +233,7 @@ fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Resul
     Ok(Some((handle, actix_rt::spawn(server))))
 }
 
-async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>) -> i32 {
+async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>, quick: Option<QuickStart>) -> i32 {
     let (listener, socket_desc) = match inherited.into_iter().next() {
         Some((name, fd)) => match ipc_server::adopt(fd) {
             Ok(l) => (l, format!("socket from systemd ({})", if name.is_empty() { "unnamed" } else { &name })),
@@ -251,6 +277,18 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
         }
     };
     systemd::notify(Notice::Ready);
+    if let Some(q) = &quick {
+        let kept = if q.made { "made now and kept in" } else { "kept in" };
+        // On stderr, for whoever started the daemon: the line to use from another terminal.
+        eprintln!(
+            "\nborgstored: serving the default store for borg 2 over REST (credentials {kept} {}).\n\
+             From another terminal:\n\n    borg -r {} repo-create -e repokey-aes-ocb\n    \
+             borg -r {} create first-backup ~/Documents\n",
+            q.credentials_file.display(),
+            q.url,
+            q.url
+        );
+    }
     systemd::notify(Notice::Status(&format!("serving {} store(s)", names.len())));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(async move {

@@ -65,16 +65,20 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     if app.metrics && req.uri().path() == metrics::PATH {
         return metrics::respond(req, app).await;
     }
+    if ![Method::GET, Method::HEAD, Method::POST, Method::DELETE].contains(req.method()) {
+        // Python's http.server answers a method it has no handler for before anything else.
+        return text(StatusCode::NOT_IMPLEMENTED, &format!("Unsupported method ('{}')", req.method()));
+    }
     if req.headers().get(header::ACCEPT).map(|v| v.as_bytes()) != Some(ACCEPT.as_bytes()) {
         return text(StatusCode::NOT_ACCEPTABLE, "Not Acceptable: unsupported or missing Accept header");
     }
-    let raw_path = req.uri().path();
-    let Some(path) = percent_encoding::percent_decode_str(raw_path).decode_utf8().ok() else {
-        return text(StatusCode::BAD_REQUEST, "the request path is not valid UTF-8");
-    };
+    // The path as Python's server takes it: not percent-decoded (a `%` is part of the
+    // name), raw non-ASCII bytes as Latin-1 characters (see wire).
+    let raw_target = req.headers().get(super::wire::RAW_TARGET).map(|v| v.as_bytes());
+    let path = super::wire::request_path(req.uri().path(), raw_target);
     let (entry, rest) = match &app.mount {
         Mount::Root(store) => match app.registry.get(store) {
-            Some(e) => (e, path.as_ref()),
+            Some(e) => (e, path.as_str()),
             None => return text(StatusCode::INTERNAL_SERVER_ERROR, "store is not configured"),
         },
         Mount::PerStore => {
@@ -113,20 +117,33 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     }
     // "/" and "" address the root; one leading slash and one trailing slash (the list
     // marker) belong to the protocol, anything else is part of the name and validated.
+    // As Python's server: the name is the path without any leading or trailing slashes,
+    // and a trailing slash asks for a listing.
     let listing = rest.ends_with('/');
-    let name = rest.strip_prefix('/').unwrap_or(rest);
-    let name = if listing { name.strip_suffix('/').unwrap_or(name) } else { name };
-    let query: HashMap<String, String> = match serde_urlencoded::from_str(req.query_string()) {
-        Ok(q) => q,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "malformed query string"),
+    let name = rest.trim_matches('/');
+    // Of a repeated query parameter the first value counts (Python's parse_qs()[0]).
+    let mut query: HashMap<String, String> = HashMap::new();
+    let pairs = match raw_target {
+        Some(raw) => Ok(super::wire::raw_query(raw)),
+        None => serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()),
     };
+    match pairs {
+        Ok(pairs) => {
+            for (k, v) in pairs {
+                query.entry(k).or_insert(v);
+            }
+        }
+        Err(_) => return text(StatusCode::BAD_REQUEST, "malformed query string"),
+    }
     let result = route(req, entry, app, name, listing, &query, payload).await;
     match result {
         Ok(resp) => resp,
         Err(e) => {
             let code = status::of(e.kind);
             if code == StatusCode::INTERNAL_SERVER_ERROR {
+                // The detail stays in our log; clients get what Python's server says.
                 tracing::warn!(store = %entry.name, method = %req.method(), "REST request failed: {}", e.message);
+                return text(code, "Internal Server Error");
             }
             text(code, &status::message(e.kind, &e.message))
         }
@@ -176,10 +193,89 @@ fn listing_json(items: &[borgstore_ipc::ItemInfo]) -> String {
     serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_string())
 }
 
+/// The `[[name, offset, size], ...]` body of gather and defrag, refused with the words
+/// of Python's source validation.
 fn sources(body: &[u8]) -> Result<Vec<Source>> {
-    let list: Vec<(String, i64, u64)> = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid(format!("the body must be a JSON list of [name, offset, size]: {e}")))?;
-    Ok(list.into_iter().map(|(name, offset, size)| Source { name, offset, size }).collect())
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(body).map_err(|e| Error::invalid(e.to_string()))?;
+    let list = match value {
+        Value::Array(list) => list,
+        other => return Err(Error::invalid(format!("'{}' object is not iterable", py_type(&other)))),
+    };
+    list.iter()
+        .map(|source| {
+            let Some([name, offset, size]) = source.as_array().and_then(|a| <&[Value; 3]>::try_from(a.as_slice()).ok())
+            else {
+                return Err(Error::invalid(format!(
+                    "source must be a (name, offset, size) tuple, got {}",
+                    py_repr(source)
+                )));
+            };
+            let name = name
+                .as_str()
+                .ok_or_else(|| Error::invalid(format!("source name must be a str, got {}", py_repr(name))))?;
+            let offset = offset
+                .as_i64()
+                .ok_or_else(|| Error::invalid(format!("source offset must be an int, got {}", py_repr(offset))))?;
+            let size = size.as_u64().ok_or_else(|| {
+                Error::invalid(format!("source size must be a non-negative int, got {}", py_repr(size)))
+            })?;
+            Ok(Source { name: name.to_string(), offset, size })
+        })
+        .collect()
+}
+
+/// The name of the Python type a JSON value becomes.
+fn py_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// A JSON value as Python's `repr` shows what `json.loads` made of it.
+fn py_repr(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            let mut out = String::from(quote);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == quote => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push(quote);
+            out
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("{}: {}", py_repr(&Value::String(k.clone())), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 async fn exec(entry: &StoreEntry, op: Op) -> Result<()> {
@@ -231,7 +327,8 @@ async fn pump(payload: &mut web::Payload, mut tx: BodySender, expected: Option<V
         }
     }
     if let (Some(h), Some(expected)) = (hasher, expected) {
-        if !hex::encode(h.finalize()).as_bytes().eq_ignore_ascii_case(&expected) {
+        // Compared exactly, as Python does: the digest is lower-case hex.
+        if hex::encode(h.finalize()).as_bytes() != expected.as_slice() {
             tx.fail(Error::invalid("Content hash verification failed, please retry")).await;
             return Pumped::HashMismatch;
         }
@@ -371,9 +468,13 @@ async fn route(
                     (Some(t), _) => DefragTarget::Name(t.into()),
                     (None, Some(a)) => DefragTarget::Hashed {
                         algorithm: a.parse()?,
-                        namespace: param(query, "namespace").unwrap_or("").to_string(),
+                        // As Python: a trailing slash is dropped, levels below 1 mean none.
+                        namespace: param(query, "namespace").unwrap_or("").trim_end_matches('/').to_string(),
                         levels: match param(query, "levels") {
-                            Some(l) => l.parse().map_err(|_| Error::invalid("levels must be a small number"))?,
+                            Some(l) => l
+                                .parse::<i64>()
+                                .map_err(|_| Error::invalid("levels must be a small number"))?
+                                .clamp(0, 8) as u32,
                             None => 0,
                         },
                     },
@@ -394,15 +495,16 @@ async fn route(
                 // uploads to a backend that streams them hold only a few pieces.
                 let whole = len <= STREAM_ABOVE || !entry.streams_uploads;
                 let _held = if whole { early!(reserve(app, len).await) } else { Reservation::none() };
-                let expected = req.headers().get("x-content-hash-sha256").map(|v| v.as_bytes().to_vec());
+                let expected =
+                    req.headers().get("x-content-hash-sha256").map(|v| v.as_bytes().to_vec()).filter(|v| !v.is_empty());
                 let (tx, stream) = BodyStream::channel(len);
                 let store = raw(RawOp::Store { name: name.into(), value: Body::Stream(stream) });
                 let (pumped, stored) = futures::join!(pump(payload, tx, expected), store);
                 if pumped == Pumped::HashMismatch {
-                    return Ok(text(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "Content hash verification failed, please retry",
-                    ));
+                    // Python's server sends this one without a Content-Type.
+                    return Ok(
+                        HttpResponse::UnprocessableEntity().body("Content hash verification failed, please retry")
+                    );
                 }
                 stored.map(|_| ok())
             }
@@ -453,7 +555,8 @@ async fn route(
             _ => Err(Error::backend("internal: unexpected reply to load")),
         }
     } else {
-        Ok(HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "GET, HEAD, POST, DELETE")).finish())
+        // handle() answered other methods already.
+        Ok(text(StatusCode::NOT_IMPLEMENTED, &format!("Unsupported method ('{method}')")))
     }
 }
 

@@ -202,7 +202,11 @@ impl PosixFs {
 }
 
 /// Create `dir` and its missing parents; returns the directories made, outermost first.
+/// Something other than a directory in the way is an error.
 fn make_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
     let mut missing = Vec::new();
     let mut d = dir;
     while !d.exists() {
@@ -245,8 +249,19 @@ fn describe(e: &io::Error) -> String {
 /// else is a Backend error naming the operation and the item only.
 fn io_error(op: &str, name: &str, e: io::Error) -> Error {
     match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::not_found(name),
+        // A file where a directory should be (or the reverse) is not "missing": as in
+        // Python, it is an error of the store.
+        io::ErrorKind::NotFound => Error::not_found(name),
         _ => Error::backend(format!("{op} {} failed: {}", shown(name), describe(&e))),
+    }
+}
+
+/// Like [`io_error`], for operations on an item itself (load, hash, delete): a name below
+/// a file does not exist either (as Python's load, hash and delete say).
+fn gone_error(op: &str, name: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotADirectory => Error::not_found(name),
+        _ => io_error(op, name, e),
     }
 }
 
@@ -463,6 +478,7 @@ impl Inner {
         self.check(name, "lr")?;
         match fs::metadata(path) {
             Ok(md) => Ok(item_info(leaf(name), &md)),
+            // A name below a file does not exist either (every backend says so).
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
                 Ok(ItemInfo::missing(leaf(name)))
             }
@@ -471,7 +487,7 @@ impl Inner {
     }
 
     fn read_range(&self, name: &str, path: &Path, offset: i64, size: Option<u64>) -> Result<Vec<u8>> {
-        let mut f = File::open(path).map_err(|e| io_error("load", name, e))?;
+        let mut f = File::open(path).map_err(|e| gone_error("load", name, e))?;
         let len = f.metadata().map_err(|e| io_error("load", name, e))?.len();
         let start = if offset >= 0 { offset as u64 } else { len.saturating_sub(offset.unsigned_abs()) };
         let want = size.unwrap_or(u64::MAX).min(len.saturating_sub(start));
@@ -496,12 +512,9 @@ impl Inner {
     fn admit_without_io(&self, name: &str, len: u64) -> Result<bool> {
         self.must_be_open()?;
         validate_item_name(name)?;
-        let mut certain = true;
-        if self.check(name, "W").is_err() {
-            // May create (w) but not overwrite: depends on whether the item exists.
-            self.check(name, "wW")?;
-            certain = false;
-        }
+        // Without W the answer (and Python's message: 'W' or 'wW') depends on whether the
+        // item exists: only a look at it can tell.
+        let mut certain = self.check(name, "W").is_ok();
         if let Some(state) = self.quota_lock().as_ref() {
             if state.would_exceed(len as i64) {
                 // An overwrite gives the old size back first.
@@ -516,7 +529,7 @@ impl Inner {
     fn precheck(&self, name: &str, path: &Path, len: u64) -> Result<Option<u64>> {
         let old = fs::metadata(path).ok();
         if old.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(Error::invalid(format!("{} is a directory", shown(name))));
+            return Err(Error::backend(format!("store {} failed: it is a directory", shown(name))));
         }
         self.check(name, if old.is_some() { "W" } else { "wW" })?;
         let old_len = old.map(|m| m.len());
@@ -597,8 +610,8 @@ impl Inner {
         let path = self.item_path(name)?;
         self.check(name, "D")?;
         let mut q = self.quota_lock();
-        let size = if q.is_some() { fs::metadata(&path).map_err(|e| io_error("delete", name, e))?.len() } else { 0 };
-        fs::remove_file(&path).map_err(|e| io_error("delete", name, e))?;
+        let size = if q.is_some() { fs::metadata(&path).map_err(|e| gone_error("delete", name, e))?.len() } else { 0 };
+        fs::remove_file(&path).map_err(|e| gone_error("delete", name, e))?;
         self.quota_update(&mut q, -(size as i64))?;
         drop(q);
         self.sync_parent(name, &path)
@@ -611,6 +624,13 @@ impl Inner {
         self.check(current, "D")?;
         let replaced = fs::metadata(&to).ok();
         self.check(new, if replaced.is_some() { "W" } else { "wW" })?;
+        if from == to {
+            // Onto itself: nothing moves, nothing is freed (it used to count as freed).
+            return match replaced {
+                Some(_) => Ok(()),
+                None => Err(Error::not_found(current)),
+            };
+        }
         let mut q = self.quota_lock();
         let mut made = Vec::new();
         match fs::rename(&from, &to) {
@@ -664,7 +684,7 @@ impl Inner {
         self.must_be_open()?;
         let path = self.item_path(name)?;
         self.check(name, "r")?;
-        let mut f = File::open(path).map_err(|e| io_error("hash", name, e))?;
+        let mut f = File::open(path).map_err(|e| gone_error("hash", name, e))?;
         let mut h = algorithm.hasher();
         let mut buf = vec![0u8; 1 << 20];
         loop {
