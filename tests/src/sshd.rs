@@ -5,7 +5,9 @@
 //! file and log. It runs `/usr/sbin/sshd -D -e -f CONFIG` as the current user (root here:
 //! `PermitRootLogin yes`), listens on 127.0.0.1 only, and serves sftp with `internal-sftp`
 //! whose start directory is `root/` in the temp directory, so relative `sftp://` paths
-//! land there. Every test gets fresh store URLs ([`Sshd::url`], [`Sshd::abs_url`]) and
+//! land there. [`Sshd::authorize_key`] adds client keys with `authorized_keys` options
+//! (forced commands; `environment=` is accepted for `BORG_*` and `PATH`). Every test
+//! gets fresh store URLs ([`Sshd::url`], [`Sshd::abs_url`]) and
 //! client settings ([`Sshd::options`] for code, [`Sshd::env`] for processes, including a
 //! `HOME` whose `~/.ssh` makes Python's paramiko trust and log in to this server).
 //!
@@ -149,6 +151,7 @@ impl Sshd {
              MaxStartups 100\n\
              MaxSessions 100\n\
              LogLevel VERBOSE\n\
+             PermitUserEnvironment BORG_*,PATH\n\
              Subsystem sftp internal-sftp -d {d}/root\n",
             port = self.port,
             d = d.display()
@@ -213,6 +216,22 @@ impl Sshd {
     /// The client's private key (listed in the server's authorized_keys).
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("client_ed25519")
+    }
+
+    /// Another client key, listed in `authorized_keys` with `options` in front (e.g.
+    /// `command="…",restrict` for a forced command, `environment="NAME=value"`: the config
+    /// accepts `BORG_*` and `PATH`); `name` names the key file. Returns the private key.
+    pub fn authorize_key(&self, name: &str, options: &str) -> PathBuf {
+        let d = self.dir.path();
+        let key = d.join(format!("client_{name}_ed25519"));
+        keygen(&key);
+        let line = format!("{options} {}\n", public_key(&key.with_extension("pub")));
+        fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("authorized_keys"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+            .expect("append to authorized_keys");
+        key
     }
 
     /// A known_hosts file that lists this server (`[127.0.0.1]:PORT ssh-ed25519 ...`).

@@ -232,7 +232,8 @@ fn main() {
 /// `serve --rest --backend FILE:…`: borg's remote side of an ssh:// repository (see
 /// `rest::borg_serve`). Serves like `--stdio` or exits as `borg serve` would.
 fn borg_serve(argv: &[String]) -> Args {
-    let modern = std::env::var("BORG_EXIT_CODES").is_ok_and(|v| v == "modern");
+    // borg 2 gives the specific exit codes unless BORG_EXIT_CODES asks for others.
+    let modern = !matches!(std::env::var("BORG_EXIT_CODES").as_deref(), Ok(v) if v != "modern");
     let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
     let env_permissions = std::env::var("BORG_REPO_PERMISSIONS").ok();
     let serve = match borg_serve::prepare(argv, original.as_deref(), env_permissions.as_deref()) {

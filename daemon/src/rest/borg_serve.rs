@@ -10,8 +10,8 @@
 //! - `--restrict-to-path P` (the repository must lie below one of them) and
 //!   `--restrict-to-repository R` (it must be one of them), checked on the real path
 //!   (`~` expanded, symlinks resolved) before the store is touched, with borg's wording
-//!   ("Repository path not allowed: …") and exit codes (2, or 83 with
-//!   `BORG_EXIT_CODES=modern`);
+//!   ("Repository path not allowed: …") and exit codes (83, or 2 with
+//!   `BORG_EXIT_CODES=legacy`: borg 2 defaults to the specific codes);
 //! - an `authorized_keys` forced command (`command="… serve --rest --restrict-to-path …"`)
 //!   pins everything but the repository: from the client's command (`SSH_ORIGINAL_COMMAND`)
 //!   only `--backend` and logging/lock options are taken, never restrictions or
@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// borg's exit code for an error (legacy exit codes).
 pub const EXIT_ERROR: i32 = 2;
-/// borg's exit code of PathNotAllowed with `BORG_EXIT_CODES=modern`.
+/// borg's exit code of PathNotAllowed (its default, modern exit codes).
 pub const EXIT_PATH_NOT_ALLOWED: i32 = 83;
 
 /// The arguments of `borg serve` that matter here (and the common borg options a client or
@@ -78,9 +78,11 @@ pub struct ServeArgs {
 /// Why `serve` stops before serving: the message borg would print, and its exit codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServeError {
-    /// Bad command line or setting (exit 2).
+    /// The command line does not parse (clap's message, exit 2).
+    Usage(String),
+    /// One of borg's generic errors: printed as `Error: …` (exit 2).
     Error(String),
-    /// A restriction refused the repository (exit 2, or 83 with modern exit codes).
+    /// A restriction refused the repository (exit 83, or 2 with legacy exit codes).
     PathNotAllowed(String),
     /// `--help` was asked for: the text, for standard output (exit 0).
     Help(String),
@@ -89,13 +91,15 @@ pub enum ServeError {
 impl ServeError {
     pub fn message(&self) -> String {
         match self {
-            ServeError::Error(m) => m.clone(),
+            ServeError::Usage(m) => m.clone(),
+            ServeError::Error(m) => format!("Error: {m}"),
             ServeError::PathNotAllowed(p) => format!("Repository path not allowed: {p}."),
             ServeError::Help(h) => h.clone(),
         }
     }
 
-    /// The exit code, as borg picks it (`BORG_EXIT_CODES=modern` for the specific ones).
+    /// The exit code, as borg picks it: the specific one unless `BORG_EXIT_CODES` asks for
+    /// legacy codes (borg 2's default is modern).
     pub fn exit_code(&self, modern: bool) -> i32 {
         match self {
             ServeError::PathNotAllowed(_) if modern => EXIT_PATH_NOT_ALLOWED,
@@ -126,7 +130,7 @@ pub fn prepare(
 ) -> Result<Serve, ServeError> {
     let mut forced = ServeArgs::try_parse_from(args).map_err(|e| match e.kind() {
         clap::error::ErrorKind::DisplayHelp => ServeError::Help(e.to_string()),
-        _ => ServeError::Error(e.to_string()),
+        _ => ServeError::Usage(e.to_string()),
     })?;
     if let Some(cmd) = original_command {
         if let Some(client) = client_serve_args(cmd)? {
@@ -176,12 +180,12 @@ pub fn prepare(
 /// The client's `serve` arguments from its command line, if it asked for `serve` at all
 /// (leading `VAR=value` words are dropped, not interpreted, as borg does).
 fn client_serve_args(cmd: &str) -> Result<Option<ServeArgs>, ServeError> {
-    let words = shlex::split(cmd).ok_or_else(|| ServeError::Error("cannot parse SSH_ORIGINAL_COMMAND".into()))?;
+    let words = shlex::split(cmd).ok_or_else(|| ServeError::Usage("cannot parse SSH_ORIGINAL_COMMAND".into()))?;
     let mut words = words.into_iter().skip_while(|w| w.contains('=')).skip(1).peekable();
     if words.peek().map(String::as_str) != Some("serve") {
         return Ok(None);
     }
-    ServeArgs::try_parse_from(words).map(Some).map_err(|e| ServeError::Error(e.to_string()))
+    ServeArgs::try_parse_from(words).map(Some).map_err(|e| ServeError::Usage(e.to_string()))
 }
 
 /// borg's restriction rules on the real path of a `FILE:` backend.
@@ -266,11 +270,11 @@ mod tests {
         let e = prepare(&argv("serve --rest --backend FILE:r"), None, Some("borgbackup-all")).unwrap_err();
         assert_eq!(
             e.message(),
-            "Invalid BORG_REPO_PERMISSIONS value: borgbackup-all, should be one of: all, no-delete, write-only, read-only."
+            "Error: Invalid BORG_REPO_PERMISSIONS value: borgbackup-all, should be one of: all, no-delete, write-only, read-only."
         );
         assert!(prepare(&argv("serve --rest --backend FILE:r --permissions nope"), None, None).is_err());
         let e = prepare(&argv("serve --rest"), None, None).unwrap_err();
-        assert_eq!(e.message(), "borg serve --rest requires --backend FILE:<path>.");
+        assert_eq!(e.message(), "Error: borg serve --rest requires --backend FILE:<path>.");
         assert_eq!(e.exit_code(true), EXIT_ERROR);
         assert!(prepare(&argv("serve --backend FILE:r"), None, None).unwrap_err().message().contains("--rest"));
         let help = prepare(&argv("serve --help"), None, None).unwrap_err();
