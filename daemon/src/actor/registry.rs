@@ -27,6 +27,8 @@ pub struct StoreEntry {
     pub grants: Grants,
     /// Its backend writes large uploads as they arrive (see [`crate::backends::body`]).
     pub streams_uploads: bool,
+    /// Its backend may refuse a value depending on the item (permissions, quota).
+    pub admits_conditionally: bool,
     addr: Addr<StoreActor>,
     _arbiter: ArbiterHandle,
 }
@@ -135,6 +137,7 @@ impl Registry {
         };
         let backend = backend_from_url(&settings.url, options)?;
         let streams_uploads = backend.streams_uploads();
+        let admits_conditionally = backend.admits_conditionally();
         let cache = match &settings.cache_url {
             Some(url) if !settings.cache.is_empty() => {
                 let cache_backend = backend_from_url(url, BackendOptions::default())
@@ -167,6 +170,7 @@ impl Registry {
             settings: settings.clone(),
             grants: settings.grants(name),
             streams_uploads,
+            admits_conditionally,
             addr,
             _arbiter: arbiter,
         })

@@ -86,6 +86,13 @@ pub trait Backend: Send + Sync + 'static {
     fn streams_uploads(&self) -> bool {
         false
     }
+
+    /// Can [`Backend::store_body`] refuse a value for reasons of the item or the store's
+    /// state (permission letters that depend on whether it exists, a quota)? When not,
+    /// the front end may read a small body before handing it over.
+    fn admits_conditionally(&self) -> bool {
+        false
+    }
     /// Rename `current` to `new`, replacing `new`.
     async fn move_(&self, current: &str, new: &str) -> Result<()>;
     /// One directory level, sorted by name, without temp files or invalid names.

@@ -785,6 +785,9 @@ impl Backend for PosixFs {
     fn streams_uploads(&self) -> bool {
         true
     }
+    fn admits_conditionally(&self) -> bool {
+        !self.inner.options.permissions.is_unrestricted() || self.inner.options.quota.is_some()
+    }
     async fn delete(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.run(move |i| i.delete(&name)).await?;
