@@ -23,13 +23,6 @@ SETUP_NAME=borg.sh
 # shellcheck source=tests/setup/common.sh
 . "$ROOT/tests/setup/common.sh"
 
-borg_ok() {
-    [ -x "$VENV/bin/borg" ] || return 1
-    local v
-    v=$("$VENV/bin/borg" --version 2>/dev/null) || return 1
-    [ "$v" = "borg $BORG_VERSION" ] || return 1
-    "$VENV/bin/python" -c 'import requests, borgstore.backends.rest' 2>/dev/null
-}
 
 if borg_ok; then
     say "$("$VENV/bin/borg" --version) already in $VENV"
@@ -40,16 +33,4 @@ fi
 # (plus a C compiler, and python3 headers / venv support when python3 itself lacks them)
 ensure_python_build_deps
 
-# --- venv with borg ----------------------------------------------------------------
-say "creating $VENV with borgbackup $BORG_VERSION (builds from source, takes a few minutes)"
-if [ ! -x "$VENV/bin/pip" ]; then
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv $VENV failed: install python3-venv"
-fi
-"$VENV/bin/pip" install -q --upgrade pip setuptools wheel || die "pip upgrade failed in $VENV"
-export BORG_OPENSSL_PREFIX=/usr
-"$VENV/bin/pip" install -q "${PY_PACKAGES[@]}" \
-    || die "pip install ${PY_PACKAGES[*]} failed (needs the Debian packages ${BORG_DEB_PACKAGES[*]} and python3 headers)"
-
-borg_ok || die "$VENV/bin/borg --version does not print 'borg $BORG_VERSION' (got: $("$VENV/bin/borg" --version 2>&1 || true))"
-say "$("$VENV/bin/borg" --version) installed in $VENV"
+install_borg /usr

@@ -22,13 +22,6 @@ SETUP_NAME=borg25.sh
 # shellcheck source=tests/setup/common.sh
 . "$ROOT/tests/setup/common.sh"
 
-borg_ok() {
-    [ -x "$VENV/bin/borg" ] || return 1
-    local v
-    v=$("$VENV/bin/borg" --version 2>/dev/null) || return 1
-    [ "$v" = "borg $BORG_VERSION" ] || return 1
-    "$VENV/bin/python" -c 'import requests, borgstore.backends.rest' 2>/dev/null
-}
 
 if borg_ok; then
     say "$("$VENV/bin/borg" --version) already in $VENV"
@@ -39,18 +32,6 @@ ensure_python_build_deps
 OPENSSL_PREFIX=$("$ROOT/tests/setup/openssl.sh" | tail -1) || die "tests/setup/openssl.sh failed"
 [ -f "$OPENSSL_PREFIX/lib/libcrypto.a" ] || die "tests/setup/openssl.sh gave no OpenSSL ($OPENSSL_PREFIX)"
 
-say "creating $VENV with borgbackup $BORG_VERSION (builds from source, takes a few minutes)"
-start=$(date +%s)
-if [ ! -x "$VENV/bin/pip" ]; then
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv $VENV failed: install python3-venv"
-fi
-"$VENV/bin/pip" install -q --upgrade pip setuptools wheel || die "pip upgrade failed in $VENV"
-# setup.py takes include/ and lib/ from here; lib/ holds only static libraries, so the
+# setup.py takes include/ and lib/ from there; lib/ holds only static libraries, so the
 # OpenSSL 3.6 code is linked into borg's extension (no clash with the system's 3.0).
-export BORG_OPENSSL_PREFIX=$OPENSSL_PREFIX
-"$VENV/bin/pip" install -q "${PY_PACKAGES[@]}" \
-    || die "pip install ${PY_PACKAGES[*]} failed (needs the Debian packages ${BORG_DEB_PACKAGES[*]}, python3 headers and OpenSSL in $OPENSSL_PREFIX)"
-
-borg_ok || die "$VENV/bin/borg --version does not print 'borg $BORG_VERSION' (got: $("$VENV/bin/borg" --version 2>&1 || true))"
-say "$("$VENV/bin/borg" --version) installed in $VENV in $(($(date +%s) - start)) s"
+install_borg "$OPENSSL_PREFIX"

@@ -8,6 +8,9 @@
 #   ensure_python_build_deps  what pip needs to build borg from source: the Debian
 #                             packages in BORG_DEB_PACKAGES, a C compiler, python3 headers
 #                             and venv support (PYTHON, default python3)
+#   borg_ok                   is borg BORG_VERSION (with the REST client) in VENV?
+#   install_borg OPENSSL      make VENV and pip-install PY_PACKAGES, building borg against
+#                             the OpenSSL under the prefix OPENSSL
 
 say() { printf '%s: %s\n' "${SETUP_NAME:-setup}" "$*" >&2; }
 die() { printf '%s: error: %s\n' "${SETUP_NAME:-setup}" "$*" >&2; exit 1; }
@@ -56,4 +59,27 @@ ensure_python_build_deps() {
     command -v cc >/dev/null 2>&1 || die "no C compiler (cc): apt-get install gcc libc6-dev"
     py_has_headers || die "$PYTHON has no headers (Python.h): apt-get install python3-dev, or set PYTHON to a python with headers"
     py_has_venv || die "$PYTHON cannot make venvs: apt-get install python3-venv"
+}
+
+borg_ok() {
+    [ -x "$VENV/bin/borg" ] || return 1
+    local v
+    v=$("$VENV/bin/borg" --version 2>/dev/null) || return 1
+    [ "$v" = "borg $BORG_VERSION" ] || return 1
+    "$VENV/bin/python" -c 'import requests, borgstore.backends.rest' 2>/dev/null
+}
+
+install_borg() {
+    local openssl=$1 start
+    start=$(date +%s)
+    say "creating $VENV with borgbackup $BORG_VERSION (builds from source, takes a few minutes)"
+    if [ ! -x "$VENV/bin/pip" ]; then
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv $VENV failed: install python3-venv"
+    fi
+    "$VENV/bin/pip" install -q --upgrade pip setuptools wheel || die "pip upgrade failed in $VENV"
+    BORG_OPENSSL_PREFIX=$openssl "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}" \
+        || die "pip install ${PY_PACKAGES[*]} failed (needs the Debian packages ${BORG_DEB_PACKAGES[*]}, python3 headers and OpenSSL under $openssl)"
+    borg_ok || die "$VENV/bin/borg --version does not print 'borg $BORG_VERSION' (got: $("$VENV/bin/borg" --version 2>&1 || true))"
+    say "$("$VENV/bin/borg" --version) installed in $VENV in $(($(date +%s) - start)) s"
 }
