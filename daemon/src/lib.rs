@@ -2,7 +2,8 @@
 //!
 //! The storage side of borgstore-rs. Read it from the bottom up:
 //!
-//! - [`names`]: the name rules every entry point applies first.
+//! - [`names`]: the name rules every entry point applies first, and nesting (a name
+//!   at its namespace's levels: `ns/01/23/0123...`).
 //! - [`hashing`]: the digest algorithms of `hash` and `defrag`.
 //! - [`backends`]: one [`backends::Backend`] trait and one module per storage kind
 //!   (posixfs, sftp, s3, rclone, rest_client; the remote ones behind cargo features),

@@ -12,7 +12,7 @@
 
 use super::ordering::{Access, Scheduler};
 use crate::hashing::HashAlgorithm;
-use crate::store::nesting::item_of;
+use crate::names::nesting::item_of;
 use crate::store::{DefragName, Lister, MoveAction, RawOp, RawReply, Store};
 use actix::prelude::*;
 use borgstore_ipc::protocol::{MoveAction as WireMove, Op, Reply};

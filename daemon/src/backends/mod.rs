@@ -33,7 +33,7 @@ pub mod sftp;
 pub mod url;
 
 use crate::hashing::HashAlgorithm;
-use crate::store::nesting::nest;
+use crate::names::nesting::nest;
 use async_trait::async_trait;
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source};
 use bytes::Bytes;

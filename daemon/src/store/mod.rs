@@ -1,7 +1,7 @@
 //! The store engine: the high-level key/value API over any [`Backend`].
 //!
 //! What it adds to a backend (DESIGN.md section 3):
-//! - namespaces with nesting levels and level migration ([`config`], [`nesting`]),
+//! - namespaces with nesting levels and level migration ([`config`], [`crate::names::nesting`]),
 //! - soft delete / undelete and level changes, all as backend moves,
 //! - recursive sorted listing ([`list`]),
 //! - hash, gather and defrag with namespace-relative names,
@@ -18,19 +18,18 @@ pub mod cache;
 pub mod config;
 pub mod emulator;
 pub mod list;
-pub mod nesting;
 pub mod raw;
 pub mod stats;
 
 use crate::backends::{Backend, DefragTarget};
 use crate::hashing::HashAlgorithm;
+use crate::names::nesting::{nest, unnest};
 use crate::names::{shown, validate_item_name, DEL_SUFFIX};
 use borgstore_ipc::{Error, ItemInfo, Quota, Result, Source, Stats};
 use bytes::Bytes;
 pub use config::{NamespaceConfig, Namespaces};
 pub use emulator::Emulator;
 pub use list::Lister;
-use nesting::{nest, unnest};
 pub use raw::{RawOp, RawReply};
 use stats::StatsCounters;
 use std::future::Future;

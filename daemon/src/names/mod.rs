@@ -6,6 +6,13 @@
 //! characters (NUL included), any ASCII whitespace, empty path components (`a//b`)
 //! and `.` components. A name that passes can be joined to a root directory and
 //! never leaves it: it is relative, has no `..`, no `.` and no empty component.
+//!
+//! [`nesting`] turns a valid item name into the path it has at a namespace's nesting
+//! level (`ns/01/23/0123...`) and back. It lives here, beside the rules, because both the
+//! engine ([`crate::store`]) and the backends (pre-creating nesting directories) use it:
+//! a name's shape is the lowest layer, below both.
+
+pub mod nesting;
 
 use borgstore_ipc::{Error, Result};
 
