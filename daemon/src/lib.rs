@@ -17,10 +17,14 @@
 //! - [`access`]: the one access decision every door (IPC, REST socket, REST TCP) asks:
 //!   who is calling, and may they use this store.
 //! - [`limits`]: the daemon-wide and per-connection budgets of request bytes in memory.
-//! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps) and the
-//!   registry of named stores with their grants.
+//! - [`commands`]: every operation on a store as a type that says how it is ordered
+//!   and applies itself; its output type is its reply.
+//! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps), the
+//!   typed [`actor::StoreHandle`] to it, and the registry of named stores with their
+//!   grants.
 //! - [`ipc_server`]: the Unix socket, peer credentials, the bincode protocol of
-//!   `borgstore-ipc`, pipelining and streamed lists.
+//!   `borgstore-ipc` (framing, handshake, reader, writer), pipelining and streamed
+//!   lists.
 //! - [`rest`]: the REST protocol v1 over actix-web, for `borgstored --rest` and
 //!   `borgstore-server-rest`; requests go through the same store actors.
 //! - [`config`]: the TOML file and flags; [`systemd`]: notify and socket activation.
@@ -28,6 +32,7 @@
 pub mod access;
 pub mod actor;
 pub mod backends;
+pub mod commands;
 pub mod config;
 pub mod hashing;
 pub mod ipc_server;

@@ -1,5 +1,10 @@
 //! Frames: a u32 little-endian body length, then a bincode body.
 //!
+//! Encoding and decoding of one frame live here, for both sides. Splitting a byte
+//! stream into frames is each side's business: the daemon uses tokio-util's
+//! `LengthDelimitedCodec` (reserving memory from the length before the body is read),
+//! the client reads one frame at a time.
+//!
 //! The length is checked against the frame limit before any body byte is buffered, and
 //! decoding is bounded by the body's own size, so a hostile length field inside a body
 //! cannot make the decoder allocate more than the frame holds. Nothing here panics on
@@ -37,17 +42,42 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+impl From<std::io::Error> for FrameError {
+    /// A stream that fails or ends inside a frame leaves it truncated.
+    fn from(_: std::io::Error) -> Self {
+        FrameError::Truncated
+    }
+}
+
 /// Encode `msg` as one frame (header + body), refusing bodies over `max_frame`.
 pub fn encode_frame<T: Serialize>(msg: &T, max_frame: u32) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; HEADER];
-    bincode::serde::encode_into_std_write(msg, &mut out, config())
-        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
-    let len = (out.len() - HEADER) as u64;
-    if len > max_frame as u64 {
-        return Err(FrameError::TooLarge { len, max: max_frame });
+    let mut out = bytes::BytesMut::new();
+    encode_frame_into(msg, max_frame, &mut out)?;
+    Ok(out.into())
+}
+
+/// Append `msg` as one frame (header + body) to `out`, encoding straight into it. A
+/// body over `max_frame` (or one that cannot be encoded) is an error and leaves `out`
+/// as it was.
+pub fn encode_frame_into<T: Serialize>(msg: &T, max_frame: u32, out: &mut bytes::BytesMut) -> Result<(), FrameError> {
+    use bytes::BufMut;
+    let start = out.len();
+    out.put_bytes(0, HEADER);
+    let mut writer = out.writer();
+    let encoded = bincode::serde::encode_into_std_write(msg, &mut writer, config());
+    let out = writer.into_inner();
+    let len = (out.len() - start - HEADER) as u64;
+    let failed = match encoded {
+        Err(e) => Some(FrameError::Malformed(format!("cannot encode: {e}"))),
+        Ok(_) if len > max_frame as u64 => Some(FrameError::TooLarge { len, max: max_frame }),
+        Ok(_) => None,
+    };
+    if let Some(e) = failed {
+        out.truncate(start);
+        return Err(e);
     }
-    out[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(out)
+    out[start..start + HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
 }
 
 /// The body length announced by a header, checked against `max_frame`.
@@ -91,44 +121,4 @@ fn finish<T>(body: &[u8], decoded: Result<(T, usize), bincode::error::DecodeErro
         return Err(FrameError::Malformed(format!("{} trailing bytes", body.len() - used)));
     }
     Ok(value)
-}
-
-/// Incremental frame splitter for byte streams that arrive in pieces.
-#[derive(Debug)]
-pub struct FrameDecoder {
-    max_frame: u32,
-    buf: Vec<u8>,
-}
-
-impl FrameDecoder {
-    pub fn new(max_frame: u32) -> Self {
-        FrameDecoder { max_frame, buf: Vec::new() }
-    }
-
-    /// Append received bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next complete body, if one is buffered. An oversize announcement is an error
-    /// as soon as its header is in, before the body arrives.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if self.buf.len() < HEADER {
-            return Ok(None);
-        }
-        let mut header = [0u8; HEADER];
-        header.copy_from_slice(&self.buf[..HEADER]);
-        let len = read_header(&header, self.max_frame)? as usize;
-        if self.buf.len() < HEADER + len {
-            return Ok(None);
-        }
-        let body = self.buf[HEADER..HEADER + len].to_vec();
-        self.buf.drain(..HEADER + len);
-        Ok(Some(body))
-    }
-
-    /// Bytes buffered but not yet returned.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
 }

@@ -1,17 +1,22 @@
 //! Store actors: one actix actor per store, the one place where that store's
-//! operations are ordered and its engine lives.
+//! commands are ordered and its engine lives.
 //!
-//! - [`ordering`]: the ordering rules (per item FIFO, exclusive operations), pure data.
-//! - [`store_actor`]: the actor that applies them to a [`crate::store::Store`].
-//! - [`registry`]: store names -> actors, their access grants, start and shutdown.
+//! - [`ordering`]: the ordering rules (per item FIFO, exclusive commands), pure data.
+//! - [`served`]: a store as the daemon serves it (the engine, open or not).
+//! - [`store_actor`]: the actor that runs [`crate::commands`] under those rules.
+//! - [`handle`]: [`StoreHandle`], the typed way in: `run(command) -> command's output`.
+//! - [`registry`]: store names -> handles, their access grants, start and shutdown.
 //! - [`system`]: the actix system (on a multi-thread tokio runtime) both binaries run.
 
+pub mod handle;
 pub mod ordering;
 pub mod registry;
+pub mod served;
 pub mod store_actor;
 
+pub use handle::{Pending, StoreHandle};
 pub use registry::{Registry, StoreEntry};
-pub use store_actor::Outcome;
+pub use served::Served;
 
 /// The actix system both binaries run in, on a multi-thread tokio runtime (the REST
 /// front end and the backends' network I/O use its workers). An error, not a panic,

@@ -6,18 +6,19 @@
 //! when missing; other stores that do not exist yet are served anyway and answer
 //! BackendDoesNotExist until a client creates them.
 
-use super::store_actor::{Exec, Outcome, RawExec, Shutdown, StoreActor};
+use super::handle::StoreHandle;
+use super::served::Served;
+use super::store_actor::StoreActor;
 use crate::access::{Caller, Door, Grants, Principal, Refusal};
 use crate::backends::posixfs::PosixFsOptions;
 use crate::backends::url::{backend_from_url, BackendOptions};
+use crate::commands::lifecycle::Shutdown;
 use crate::config::{DaemonConfig, StoreSettings};
-use crate::limits::{Budget, Room};
-use crate::store::{RawOp, RawReply, Store};
+use crate::limits::Budget;
+use crate::store::Store;
 use actix::prelude::*;
-use borgstore_ipc::protocol::Op;
 use borgstore_ipc::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
-use tokio::sync::oneshot;
 
 /// One served store.
 pub struct StoreEntry {
@@ -29,8 +30,8 @@ pub struct StoreEntry {
     pub streams_uploads: bool,
     /// Its backend may refuse a value depending on the item (permissions, quota).
     pub admits_conditionally: bool,
-    addr: Addr<StoreActor>,
-    _arbiter: ArbiterHandle,
+    handle: StoreHandle,
+    arbiter: ArbiterHandle,
 }
 
 impl StoreEntry {
@@ -44,46 +45,9 @@ impl StoreEntry {
         self.settings.url.split(':').next().unwrap_or("")
     }
 
-    /// Run an operation through the store's actor.
-    pub async fn exec(&self, op: Op) -> Result<Outcome> {
-        self.send_exec(op).await
-    }
-
-    /// Enqueue an operation (ordered after everything enqueued before) and return the
-    /// receiver for its outcome. Awaiting this future only waits until the actor has
-    /// taken the operation, so a connection can pipeline in order.
-    /// `room` (the request's reserved bytes) is given back when the operation is done.
-    pub async fn enqueue(&self, op: Op, room: Option<Room>) -> Result<oneshot::Receiver<Result<Outcome>>> {
-        let (tx, rx) = oneshot::channel();
-        // Straight into the mailbox when it has room (no round trip to the actor's
-        // thread); only a full mailbox makes the caller wait.
-        match self.addr.try_send(Exec { op, reply: tx, room }) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => self.addr.send(msg).await.map_err(|_| self.stopping())?,
-            Err(SendError::Closed(_)) => return Err(self.stopping()),
-        }
-        Ok(rx)
-    }
-
-    fn stopping(&self) -> Error {
-        Error::backend(format!("store {} is shutting down", self.name))
-    }
-
-    fn stopped_midway(&self) -> Error {
-        Error::backend(format!("store {} stopped while running the operation", self.name))
-    }
-
-    /// Run a backend-level operation (REST) through the store's actor, ordered with
-    /// everything else on the store.
-    pub async fn raw(&self, op: RawOp) -> Result<RawReply> {
-        let (tx, rx) = oneshot::channel();
-        self.addr.send(RawExec { op, reply: tx }).await.map_err(|_| self.stopping())?;
-        rx.await.map_err(|_| self.stopped_midway())?
-    }
-
-    async fn send_exec(&self, op: Op) -> Result<Outcome> {
-        let rx = self.enqueue(op, None).await?;
-        rx.await.map_err(|_| self.stopped_midway())?
+    /// The typed way to the store's actor.
+    pub fn handle(&self) -> &StoreHandle {
+        &self.handle
     }
 }
 
@@ -163,16 +127,15 @@ impl Registry {
             Err(e) => return Err(e),
         };
         let arbiter = Arbiter::new().handle();
-        let actor_name = name.to_string();
-        let addr = StoreActor::start_in_arbiter(&arbiter, move |_| StoreActor::new(actor_name, store, opened));
+        let addr = StoreActor::start_in_arbiter(&arbiter, move |_| StoreActor::new(Served::new(store, opened)));
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
             grants: settings.grants(name),
             streams_uploads,
             admits_conditionally,
-            addr,
-            _arbiter: arbiter,
+            handle: StoreHandle::new(name, addr),
+            arbiter,
         })
     }
 
@@ -193,13 +156,8 @@ impl Registry {
     pub async fn shutdown(&self) -> Vec<(String, Result<()>)> {
         let mut results = Vec::new();
         for entry in self.stores.values() {
-            let (tx, rx) = oneshot::channel();
-            let sent = entry.addr.send(Shutdown { done: tx }).await;
-            let result = match sent {
-                Ok(()) => rx.await.unwrap_or_else(|_| Err(Error::backend("store actor stopped early"))),
-                Err(_) => Err(Error::backend("store actor is gone")),
-            };
-            entry._arbiter.stop();
+            let result = entry.handle.run(Shutdown { store: entry.name.clone() }).await;
+            entry.arbiter.stop();
             results.push((entry.name.clone(), result));
         }
         results

@@ -12,10 +12,9 @@
 
 use super::RestApp;
 use crate::actor::registry::Registry;
-use crate::actor::store_actor::Outcome;
+use crate::commands::lifecycle::GetStats;
 use actix_web::http::{header, Method};
 use actix_web::{HttpRequest, HttpResponse};
-use borgstore_ipc::protocol::{Op, Reply};
 use borgstore_ipc::{StatValue, Stats};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -46,9 +45,8 @@ pub async fn respond(req: &HttpRequest, app: &RestApp) -> HttpResponse {
 pub async fn collect(registry: &Registry) -> Vec<(String, Stats)> {
     let mut out = Vec::new();
     for entry in registry.entries() {
-        match entry.exec(Op::Stats).await {
-            Ok(Outcome::Reply(Reply::Stats(stats))) => out.push((entry.name.clone(), stats)),
-            Ok(_) => tracing::warn!(store = %entry.name, "metrics: unexpected reply to stats"),
+        match entry.handle().run(GetStats).await {
+            Ok(stats) => out.push((entry.name.clone(), stats)),
             Err(e) => tracing::warn!(store = %entry.name, "metrics: no stats: {}", e.message),
         }
     }

@@ -1,8 +1,8 @@
 //! The REST front end: the borgstore REST protocol v1 (REST-API.md) over actix-web.
 //!
 //! REST clients speak the backend level (nested names, their own soft deletes), so each
-//! request becomes one [`crate::store::RawOp`] sent to the store's actor, the same
-//! actor IPC clients use: one ordering, one set of stats, one quota per store.
+//! request becomes one [`crate::commands::nested`] command run by the store's actor,
+//! the same actor IPC clients use: one ordering, one set of stats, one quota per store.
 //!
 //! Every request is judged from its head before any body byte is asked for: method,
 //! path, store, Accept, the caller ([`crate::access`]: the peer's uid on the Unix
@@ -14,7 +14,10 @@
 //! memory reserves room in the daemon-wide [`crate::limits::Budget`] first, waiting up
 //! to [`crate::limits::REST_WAIT`] before a 503.
 //!
-//! - [`handlers`]: the one dispatcher and every route.
+//! - [`handlers`]: the one dispatcher: judges the head, maps errors to Python's answers.
+//! - [`route`]: the route table: request -> typed command -> response.
+//! - [`body`]: request bodies: length checks, the memory budget, read on demand.
+//! - [`sources`]: the JSON sources of gather and defrag, with Python's refusals.
 //! - [`borg_serve`]: the `borg serve --rest` command line, for borg's `ssh://` repositories.
 //! - [`range`]: the `Range` header of loads.
 //! - [`status`]: error kind -> HTTP status.
@@ -26,11 +29,14 @@
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
 
+pub mod body;
 pub mod borg_serve;
 pub mod handlers;
 pub mod idle;
 pub mod metrics;
 pub mod range;
+pub mod route;
+pub mod sources;
 pub mod status;
 pub mod stdio;
 pub mod wire;

@@ -8,7 +8,7 @@
 //! - statistics with the Python key names ([`stats`]) and latency/bandwidth emulation
 //!   ([`emulator`]),
 //! - the shared cache of cached namespaces ([`cache`]),
-//! - backend-level calls on nested names for the REST front end ([`raw`]), counted and
+//! - backend-level calls on nested names for the REST front end ([`nested`]), counted and
 //!   emulated like everything else.
 //!
 //! A [`Store`] is a cheap handle (`Clone`) that may be used from many tasks; ordering
@@ -18,7 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod emulator;
 pub mod list;
-pub mod raw;
+pub mod nested;
 pub mod stats;
 
 use crate::backends::{Backend, DefragTarget};
@@ -30,7 +30,7 @@ use bytes::Bytes;
 pub use config::{NamespaceConfig, Namespaces};
 pub use emulator::Emulator;
 pub use list::Lister;
-pub use raw::{RawOp, RawReply};
+pub use nested::Nested;
 use stats::StatsCounters;
 use std::future::Future;
 use std::sync::{Arc, Mutex};

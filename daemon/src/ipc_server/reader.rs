@@ -1,0 +1,150 @@
+//! The reader of a connection: frames in, commands to the stores, in the order sent.
+//!
+//! For each frame it first reserves room for the announced bytes (the connection's
+//! share [`limits::PER_CONNECTION`], then the daemon-wide budget), then reads the body,
+//! decodes the request and hands it to [`super::commands::dispatch`]. Because requests
+//! are submitted in order, a connection's requests on one item take effect in the order
+//! sent. At most [`MAX_IN_FLIGHT`] requests of a connection are unanswered at once;
+//! a client that pipelines more waits (its socket buffer fills).
+//!
+//! Bad input never panics and never disturbs other connections: an oversize frame is
+//! answered with an error (id 0) and the connection closed; a malformed body gets an
+//! error reply (id 0) and the connection goes on; a body that does not arrive in time
+//! (see [`body_deadline`]) ends the connection. On shutdown the reader stops at the
+//! next frame boundary.
+
+use super::commands::{dispatch, Dispatched};
+use super::framing::{FrameCodec, Incoming};
+use super::writer::Outgoing;
+use crate::access::LocalPeer;
+use crate::actor::{Pending, Registry};
+use crate::limits::{self, Budget, Room};
+use crate::store::Lister;
+use borgstore_ipc::codec::{decode_body, FrameError};
+use borgstore_ipc::protocol::{Reply, Request, Response, LIST_CHUNK};
+use borgstore_ipc::Error;
+use futures::{Stream, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::codec::FramedRead;
+
+/// Requests of one connection in the daemon at once (read, not yet answered).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// The slowest rate a frame body may arrive at once announced [bytes/s].
+const SLOWEST_BODY_RATE: u64 = 1 << 20;
+
+/// How long the body of a frame of `len` bytes may take once its header is in:
+/// [`limits::BODY_IDLE`], plus a second per MiB. A client that stalls with room
+/// reserved for its bytes loses the connection.
+pub fn body_deadline(len: u32) -> Duration {
+    limits::BODY_IDLE + Duration::from_secs(len as u64 / SLOWEST_BODY_RATE)
+}
+
+/// Read requests from `frames` until the client ends, breaks framing, or `shutdown`;
+/// replies go to the writer through `tx`. Returns once every listing it started has
+/// finished streaming.
+pub async fn read_requests<R>(
+    mut frames: FramedRead<R, FrameCodec>,
+    registry: &Registry,
+    peer: &LocalPeer,
+    tx: mpsc::Sender<Outgoing>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    FramedRead<R, FrameCodec>: Stream<Item = Result<Incoming, FrameError>> + Unpin,
+{
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let connection_budget = Budget::new(limits::PER_CONNECTION);
+    let daemon_budget = registry.budget().clone();
+    let mut lists = JoinSet::new();
+    let refuse = |e: FrameError| Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) });
+    loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            _ = shutdown.changed() => break,
+        };
+        let len = match next {
+            None => break,
+            Some(Ok(Incoming::Announced(len))) => len,
+            Some(Ok(Incoming::Frame(_))) => continue, // not reached: every frame is announced first
+            Some(Err(e)) => {
+                // Framing is lost (oversize or truncated frame): say why, then close.
+                let _ = tx.send(refuse(e)).await;
+                break;
+            }
+        };
+        // Room for the bytes first (this connection's share, then the daemon's), then the bytes.
+        let room = Room::reserve(&connection_budget, &daemon_budget, len as u64).await;
+        let body = match tokio::time::timeout(body_deadline(len), frames.next()).await {
+            Ok(Some(Ok(Incoming::Frame(body)))) => body,
+            Ok(Some(Err(e))) => {
+                let _ = tx.send(refuse(e)).await;
+                break;
+            }
+            _ => {
+                let _ = tx.send(refuse(FrameError::Truncated)).await;
+                break;
+            }
+        };
+        let request = match decode_body::<Request>(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(refuse(e)).await;
+                continue;
+            }
+        };
+        drop(body);
+        let id = request.id;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let sent = match dispatch(registry, peer, request, room).await {
+            Dispatched::Now(body) => tx.send(Outgoing::Ready(Response { id, body })).await.is_ok(),
+            Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit)).await.is_ok(),
+            Dispatched::Listing(lister) => {
+                // A listing streams many replies; it gets its own task.
+                let tx = tx.clone();
+                lists.spawn(async move {
+                    stream_list(id, lister, &tx).await;
+                    drop(permit);
+                });
+                true
+            }
+        };
+        if !sent {
+            break;
+        }
+        // Reap finished listings so the set does not grow on long connections.
+        while lists.try_join_next().is_some() {}
+    }
+    while lists.join_next().await.is_some() {}
+}
+
+/// Stream a listing in chunks, then its end marker (or the error that stopped it).
+async fn stream_list(id: u64, lister: Pending<Lister>, tx: &mpsc::Sender<Outgoing>) {
+    let send = |body| tx.send(Outgoing::Ready(Response { id, body }));
+    let mut lister = match lister.await {
+        Ok(lister) => lister,
+        Err(e) => {
+            let _ = send(Reply::Err(e)).await;
+            return;
+        }
+    };
+    loop {
+        match lister.next_chunk(LIST_CHUNK).await {
+            Ok(chunk) if chunk.is_empty() => {
+                let _ = send(Reply::ListEnd).await;
+                break;
+            }
+            Ok(chunk) => {
+                if send(Reply::ListChunk(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = send(Reply::Err(e)).await;
+                break;
+            }
+        }
+    }
+}
