@@ -1,12 +1,11 @@
 //! Commands on one item, by its engine name (`namespace/key`; `deleted` addresses the
 //! soft-deleted item). Each is ordered with everything else on that item.
 
-use super::{item, Command};
+use super::item;
 use crate::actor::ordering::Access;
-use crate::actor::Served;
 use crate::hashing::HashAlgorithm;
 use crate::store::{Lister, MoveAction};
-use borgstore_ipc::{ItemInfo, Result};
+use borgstore_ipc::ItemInfo;
 use bytes::Bytes;
 
 /// Metadata of an item; a missing item gives `exists: false`.
@@ -17,15 +16,9 @@ pub struct Info {
     pub deleted: bool,
 }
 
-impl Command for Info {
-    type Output = ItemInfo;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<ItemInfo> {
-        served.open().await?.info(&self.name, self.deleted).await
-    }
-}
+command!(Info -> ItemInfo,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.info(&c.name, c.deleted).await);
 
 /// `size` bytes (None: to the end) from `offset` (negative: counted from the end).
 pub struct Load {
@@ -39,15 +32,9 @@ pub struct Load {
     pub deleted: bool,
 }
 
-impl Command for Load {
-    type Output = Bytes;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<Bytes> {
-        served.open().await?.load(&self.name, self.offset, self.size, self.deleted).await
-    }
-}
+command!(Load -> Bytes,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.load(&c.name, c.offset, c.size, c.deleted).await);
 
 /// Store a value atomically, replacing an existing one.
 pub struct Store {
@@ -57,15 +44,9 @@ pub struct Store {
     pub value: Bytes,
 }
 
-impl Command for Store {
-    type Output = ();
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.store(&self.name, self.value).await
-    }
-}
+command!(Store -> (),
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.store(&c.name, c.value).await);
 
 /// Delete an item for good.
 pub struct Delete {
@@ -75,15 +56,9 @@ pub struct Delete {
     pub deleted: bool,
 }
 
-impl Command for Delete {
-    type Output = ();
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.delete(&self.name, self.deleted).await
-    }
-}
+command!(Delete -> (),
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.delete(&c.name, c.deleted).await);
 
 /// Soft delete, undelete, change level or rename an item.
 pub struct Move {
@@ -93,19 +68,13 @@ pub struct Move {
     pub action: MoveAction,
 }
 
-impl Command for Move {
-    type Output = ();
-    fn access(&self) -> Access {
-        match self.action {
-            // Two items: runs alone.
-            MoveAction::Rename { .. } => Access::Exclusive,
-            _ => item(&self.name),
-        }
+command!(Move -> (), access |c| {
+    match c.action {
+        // Two items: runs alone.
+        MoveAction::Rename { .. } => Access::Exclusive,
+        _ => item(&c.name),
     }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.move_(&self.name, self.action).await
-    }
-}
+}, apply |c, served| served.open().await?.move_(&c.name, c.action).await);
 
 /// Hex digest of an item's content.
 pub struct Hash {
@@ -117,15 +86,9 @@ pub struct Hash {
     pub deleted: bool,
 }
 
-impl Command for Hash {
-    type Output = String;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<String> {
-        served.open().await?.hash(&self.name, self.algorithm, self.deleted).await
-    }
-}
+command!(Hash -> String,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.hash(&c.name, c.algorithm, c.deleted).await);
 
 /// All items of a namespace, recursively, sorted: a cursor the caller drains (a
 /// listing is not ordered with item commands; it sees the store as it walks it).
@@ -136,12 +99,6 @@ pub struct List {
     pub deleted: bool,
 }
 
-impl Command for List {
-    type Output = Lister;
-    fn access(&self) -> Access {
-        Access::Free
-    }
-    async fn apply(self, served: &Served) -> Result<Lister> {
-        served.open().await?.list(&self.name, self.deleted)
-    }
-}
+command!(List -> Lister,
+    access |_| Access::Free,
+    apply |c, served| served.open().await?.list(&c.name, c.deleted));

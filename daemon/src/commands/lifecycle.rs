@@ -2,51 +2,25 @@
 //! shutdown), its numbers (stats, quota) and its cache. Those that change what the
 //! store is run alone; those that only read counters run free.
 
-use super::Command;
 use crate::actor::ordering::Access;
-use crate::actor::Served;
 use crate::store::cache::Cache;
-use borgstore_ipc::{Quota, Result, Stats};
+use borgstore_ipc::{Quota, Stats};
 
 /// Create the store (fails if it exists and is not empty).
 pub struct Create;
 
-impl Command for Create {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.create().await
-    }
-}
+command!(Create -> (), access |_| Access::Exclusive, apply |c, served| served.create().await);
 
 /// Remove the store and everything in it.
 pub struct Destroy;
 
-impl Command for Destroy {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.destroy().await
-    }
-}
+command!(Destroy -> (), access |_| Access::Exclusive, apply |c, served| served.destroy().await);
 
 /// Check that the store exists (a client's `open` and `close`: the daemon keeps served
 /// stores open).
 pub struct Open;
 
-impl Command for Open {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await.map(|_| ())
-    }
-}
+command!(Open -> (), access |_| Access::Exclusive, apply |c, served| served.open().await.map(|_| ()));
 
 /// Finish everything that arrived before, then close the store (daemon shutdown).
 pub struct Shutdown {
@@ -54,41 +28,17 @@ pub struct Shutdown {
     pub store: String,
 }
 
-impl Command for Shutdown {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.close(&self.store).await
-    }
-}
+command!(Shutdown -> (), access |_| Access::Exclusive, apply |c, served| served.close(&c.store).await);
 
 /// The store's statistics (counters with Python borgstore's key names).
 pub struct GetStats;
 
-impl Command for GetStats {
-    type Output = Stats;
-    fn access(&self) -> Access {
-        Access::Free
-    }
-    async fn apply(self, served: &Served) -> Result<Stats> {
-        Ok(served.store().stats())
-    }
-}
+command!(GetStats -> Stats, access |_| Access::Free, apply |c, served| Ok(served.store().stats()));
 
 /// The store's quota (limit 0: none).
 pub struct GetQuota;
 
-impl Command for GetQuota {
-    type Output = Quota;
-    fn access(&self) -> Access {
-        Access::Free
-    }
-    async fn apply(self, served: &Served) -> Result<Quota> {
-        served.open().await?.quota().await
-    }
-}
+command!(GetQuota -> Quota, access |_| Access::Free, apply |c, served| served.open().await?.quota().await);
 
 /// Give the store a cache, or none.
 pub struct ConfigureCache {
@@ -96,16 +46,10 @@ pub struct ConfigureCache {
     pub cache: Option<Cache>,
 }
 
-impl Command for ConfigureCache {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.set_cache(self.cache).await;
-        Ok(())
-    }
-}
+command!(ConfigureCache -> (), access |_| Access::Exclusive, apply |c, served| {
+    served.set_cache(c.cache).await;
+    Ok(())
+});
 
 /// Drop cached copies: of one item, of a namespace, or (`""`) of everything.
 pub struct CacheInvalidate {
@@ -115,12 +59,6 @@ pub struct CacheInvalidate {
     pub deleted: bool,
 }
 
-impl Command for CacheInvalidate {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.cache_invalidate(&self.name, self.deleted).await
-    }
-}
+command!(CacheInvalidate -> (),
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.cache_invalidate(&c.name, c.deleted).await);

@@ -23,6 +23,31 @@
 //! with its `Command` impl, then the doors that offer it: an `Op` variant in
 //! `borgstore-ipc` mapped in `ipc_server::commands`, and/or a route in `rest::commands`.
 
+/// `impl Command` for a command struct in one line:
+///
+/// `command!(Load -> Bytes, access |c| item(&c.name), apply |c, served| served.open().await?.load(..).await);`
+///
+/// `c` is the command (by reference in `access`, by value in `apply`) and `served` the
+/// [`Served`] store it runs on. Every command has this one shape; the macro keeps each
+/// to what differs: its output type, its ordering, its call.
+macro_rules! command {
+    ($cmd:ident -> $out:ty, access |$a:tt| $access:expr, apply |$c:ident, $served:ident| $apply:expr $(,)?) => {
+        impl $crate::commands::Command for $cmd {
+            type Output = $out;
+            fn access(&self) -> $crate::actor::ordering::Access {
+                #[allow(unused_variables)]
+                let $a = self;
+                $access
+            }
+            async fn apply(self, $served: &$crate::actor::Served) -> borgstore_ipc::Result<$out> {
+                #[allow(unused_variables)]
+                let $c = self;
+                $apply
+            }
+        }
+    };
+}
+
 pub mod items;
 pub mod lifecycle;
 pub mod nested;

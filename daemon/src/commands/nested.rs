@@ -5,14 +5,12 @@
 //! ([`crate::names::nesting::item_of`]), so a REST request and an IPC request on the
 //! same item are ordered with each other.
 
-use super::Command;
 use crate::actor::ordering::Access;
-use crate::actor::Served;
 use crate::backends::body::Body;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::item_of;
-use borgstore_ipc::{ItemInfo, Quota, Result, Source};
+use borgstore_ipc::{ItemInfo, Quota, Source};
 use bytes::Bytes;
 
 fn item(nested: &str) -> Access {
@@ -25,15 +23,9 @@ pub struct Mkdir {
     pub name: String,
 }
 
-impl Command for Mkdir {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.nested().mkdir(&self.name).await
-    }
-}
+command!(Mkdir -> (),
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.nested().mkdir(&c.name).await);
 
 /// Remove an empty directory.
 pub struct Rmdir {
@@ -41,15 +33,9 @@ pub struct Rmdir {
     pub name: String,
 }
 
-impl Command for Rmdir {
-    type Output = ();
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.nested().rmdir(&self.name).await
-    }
-}
+command!(Rmdir -> (),
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.nested().rmdir(&c.name).await);
 
 /// Metadata of a file or directory; a missing one gives `exists: false`.
 pub struct Info {
@@ -57,15 +43,9 @@ pub struct Info {
     pub name: String,
 }
 
-impl Command for Info {
-    type Output = ItemInfo;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<ItemInfo> {
-        served.open().await?.nested().info(&self.name).await
-    }
-}
+command!(Info -> ItemInfo,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.nested().info(&c.name).await);
 
 /// One directory level, sorted.
 pub struct List {
@@ -73,15 +53,9 @@ pub struct List {
     pub name: String,
 }
 
-impl Command for List {
-    type Output = Vec<ItemInfo>;
-    fn access(&self) -> Access {
-        Access::Free
-    }
-    async fn apply(self, served: &Served) -> Result<Vec<ItemInfo>> {
-        served.open().await?.nested().list(&self.name).await
-    }
-}
+command!(List -> Vec<ItemInfo>,
+    access |_| Access::Free,
+    apply |c, served| served.open().await?.nested().list(&c.name).await);
 
 /// `size` bytes (None: to the end) from `offset` (negative: from the end).
 pub struct Load {
@@ -93,15 +67,9 @@ pub struct Load {
     pub size: Option<u64>,
 }
 
-impl Command for Load {
-    type Output = Bytes;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<Bytes> {
-        served.open().await?.nested().load(&self.name, self.offset, self.size).await
-    }
-}
+command!(Load -> Bytes,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.nested().load(&c.name, c.offset, c.size).await);
 
 /// Store a value that may still be arriving (a streamed upload).
 pub struct Store {
@@ -111,15 +79,9 @@ pub struct Store {
     pub value: Body,
 }
 
-impl Command for Store {
-    type Output = ();
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.nested().store(&self.name, self.value).await
-    }
-}
+command!(Store -> (),
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.nested().store(&c.name, c.value).await);
 
 /// Delete a file for good.
 pub struct Delete {
@@ -127,15 +89,9 @@ pub struct Delete {
     pub name: String,
 }
 
-impl Command for Delete {
-    type Output = ();
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.nested().delete(&self.name).await
-    }
-}
+command!(Delete -> (),
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.nested().delete(&c.name).await);
 
 /// Rename a file (soft delete and level changes are renames at this level).
 pub struct Move {
@@ -145,21 +101,15 @@ pub struct Move {
     pub new: String,
 }
 
-impl Command for Move {
-    type Output = ();
-    fn access(&self) -> Access {
-        // Within one item (soft delete, level change) it is that item's; across items
-        // it runs alone.
-        if item_of(&self.current) == item_of(&self.new) {
-            item(&self.current)
-        } else {
-            Access::Exclusive
-        }
+command!(Move -> (), access |c| {
+    // Within one item (soft delete, level change) it is that item's; across items
+    // it runs alone.
+    if item_of(&c.current) == item_of(&c.new) {
+        item(&c.current)
+    } else {
+        Access::Exclusive
     }
-    async fn apply(self, served: &Served) -> Result<()> {
-        served.open().await?.nested().move_(&self.current, &self.new).await
-    }
-}
+}, apply |c, served| served.open().await?.nested().move_(&c.current, &c.new).await);
 
 /// Hex digest of a file's content.
 pub struct Hash {
@@ -169,15 +119,9 @@ pub struct Hash {
     pub algorithm: HashAlgorithm,
 }
 
-impl Command for Hash {
-    type Output = String;
-    fn access(&self) -> Access {
-        item(&self.name)
-    }
-    async fn apply(self, served: &Served) -> Result<String> {
-        served.open().await?.nested().hash(&self.name, self.algorithm).await
-    }
-}
+command!(Hash -> String,
+    access |c| item(&c.name),
+    apply |c, served| served.open().await?.nested().hash(&c.name, c.algorithm).await);
 
 /// The bytes of many ranges, concatenated in order.
 pub struct Gather {
@@ -185,15 +129,9 @@ pub struct Gather {
     pub sources: Vec<Source>,
 }
 
-impl Command for Gather {
-    type Output = Bytes;
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<Bytes> {
-        served.open().await?.nested().gather(&self.sources).await
-    }
-}
+command!(Gather -> Bytes,
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.nested().gather(&c.sources).await);
 
 /// A new file from byte ranges; answers its name.
 pub struct Defrag {
@@ -203,25 +141,13 @@ pub struct Defrag {
     pub target: DefragTarget,
 }
 
-impl Command for Defrag {
-    type Output = String;
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<String> {
-        served.open().await?.nested().defrag(&self.sources, &self.target).await
-    }
-}
+command!(Defrag -> String,
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.nested().defrag(&c.sources, &c.target).await);
 
 /// The store's quota (limit 0: none), as the backend counts it.
 pub struct GetQuota;
 
-impl Command for GetQuota {
-    type Output = Quota;
-    fn access(&self) -> Access {
-        Access::Free
-    }
-    async fn apply(self, served: &Served) -> Result<Quota> {
-        served.open().await?.nested().quota().await
-    }
-}
+command!(GetQuota -> Quota,
+    access |_| Access::Free,
+    apply |c, served| served.open().await?.nested().quota().await);

@@ -1,11 +1,9 @@
 //! Commands over byte ranges of many items. They touch several items at once, so each
 //! runs alone (exclusive), which keeps them linearizable with the item commands.
 
-use super::Command;
 use crate::actor::ordering::Access;
-use crate::actor::Served;
 use crate::store::DefragName;
-use borgstore_ipc::{Result, Source};
+use borgstore_ipc::Source;
 use bytes::Bytes;
 
 /// The bytes of many ranges, concatenated in order.
@@ -18,15 +16,9 @@ pub struct Gather {
     pub deleted: bool,
 }
 
-impl Command for Gather {
-    type Output = Bytes;
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<Bytes> {
-        served.open().await?.gather(&self.sources, self.namespace.as_deref(), self.deleted).await
-    }
-}
+command!(Gather -> Bytes,
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.gather(&c.sources, c.namespace.as_deref(), c.deleted).await);
 
 /// A new item from byte ranges of items; answers the new item's name.
 pub struct Defrag {
@@ -40,12 +32,6 @@ pub struct Defrag {
     pub deleted: bool,
 }
 
-impl Command for Defrag {
-    type Output = String;
-    fn access(&self) -> Access {
-        Access::Exclusive
-    }
-    async fn apply(self, served: &Served) -> Result<String> {
-        served.open().await?.defrag(&self.sources, self.target, self.namespace.as_deref(), self.deleted).await
-    }
-}
+command!(Defrag -> String,
+    access |_| Access::Exclusive,
+    apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await);
