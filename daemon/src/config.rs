@@ -22,8 +22,12 @@ pub const DEFAULT_MAX_FRAME: u32 = 256 * 1024 * 1024;
 /// The whole daemon configuration after files and flags are merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
+    /// Path of the IPC socket (default: [`default_socket`]).
     pub socket: PathBuf,
+    /// File mode of the IPC socket and the REST Unix socket (default 0660).
     pub socket_mode: u32,
+    /// Largest IPC frame body in bytes, announced to clients in the handshake (at least
+    /// 4096, default [`DEFAULT_MAX_FRAME`]).
     pub max_frame: u32,
     /// REST listener on TCP (`HOST:PORT`), if any.
     pub rest: Option<String>,
@@ -36,6 +40,7 @@ pub struct DaemonConfig {
     /// Request bytes held in memory at once, daemon-wide (IPC frames and REST bodies
     /// that are not streamed to disk); more waits.
     pub max_in_flight: u64,
+    /// The served stores by name; never empty (the implicit `default` store otherwise).
     pub stores: BTreeMap<String, StoreSettings>,
 }
 
@@ -48,15 +53,26 @@ pub const DEFAULT_REST_MAX_BODY: u64 = 1 << 30;
 /// One store the daemon serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
+    /// Store URL of the primary backend (`file:///abs/path`, `sftp://...`, `s3:...`);
+    /// clients only ever see its scheme.
     pub url: String,
+    /// Nesting levels per namespace (empty: one flat namespace, see [`Self::namespaces`]).
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Quota in bytes (file: stores only); None: no quota.
     pub quota: Option<u64>,
+    /// Permission letters per name, as in Python borgstore (file: stores only); None: all
+    /// allowed.
     pub permissions: Option<BTreeMap<String, String>>,
+    /// Uids granted this store on the Unix socket doors, besides the daemon's own.
     pub allow_uids: Vec<u32>,
+    /// Groups (primary or supplementary) whose members are granted this store on the Unix
+    /// socket doors.
     pub allow_gids: Vec<u32>,
     /// Create the store on start when it does not exist yet.
     pub create: bool,
+    /// REST Basic-auth user; asked on every REST door when set together with the password.
     pub rest_username: Option<String>,
+    /// REST Basic-auth password; only counts together with `rest_username`.
     pub rest_password: Option<String>,
     /// The cache backend (any store URL), for namespaces with a cache policy.
     pub cache_url: Option<String>,
@@ -75,6 +91,8 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// A store at `url` with the defaults: flat, no quota, no restrictions, no cache,
+    /// served on every door to the daemon's own uid only, not created on start.
     pub fn new(url: impl Into<String>) -> Self {
         StoreSettings {
             url: url.into(),
@@ -130,6 +148,8 @@ impl StoreSettings {
         Namespaces::new(&self.namespaces)
     }
 
+    /// The permissions of a file: store (no map: everything allowed); an error for
+    /// letters other than `lrwWD`.
     pub fn permissions(&self) -> Result<Permissions> {
         match &self.permissions {
             None => Ok(Permissions::all()),
@@ -189,8 +209,11 @@ struct FileNamespace {
 /// Flags that refine the configuration (what `borgstored` parses from its command line).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--socket`: the IPC socket path, replacing the file's.
     pub socket: Option<PathBuf>,
+    /// `--socket-mode`: an octal mode like `0660`, replacing the file's.
     pub socket_mode: Option<String>,
+    /// `--max-frame`: the frame limit in bytes, replacing the file's.
     pub max_frame: Option<u32>,
     /// REST listener `HOST:PORT`.
     pub rest: Option<String>,

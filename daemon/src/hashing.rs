@@ -12,22 +12,36 @@ use std::str::FromStr;
 /// A supported hash algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashAlgorithm {
+    /// `md5`: 128-bit MD5, for compatibility, not for security.
     Md5,
+    /// `sha1`: 160-bit SHA-1, for compatibility, not for security.
     Sha1,
+    /// `sha224`: SHA-2 with a 224-bit digest.
     Sha224,
+    /// `sha256`: SHA-2 with a 256-bit digest.
     Sha256,
+    /// `sha384`: SHA-2 with a 384-bit digest.
     Sha384,
+    /// `sha512`: SHA-2 with a 512-bit digest.
     Sha512,
+    /// `sha3_224`: SHA-3 with a 224-bit digest.
     Sha3_224,
+    /// `sha3_256`: SHA-3 with a 256-bit digest.
     Sha3_256,
+    /// `sha3_384`: SHA-3 with a 384-bit digest.
     Sha3_384,
+    /// `sha3_512`: SHA-3 with a 512-bit digest.
     Sha3_512,
+    /// `blake2b`: BLAKE2b with a 512-bit digest, as Python's `hashlib.blake2b()`.
     Blake2b,
+    /// `blake2s`: BLAKE2s with a 256-bit digest, as Python's `hashlib.blake2s()`.
     Blake2s,
+    /// `blake3`: BLAKE3 with its default 256-bit digest.
     Blake3,
 }
 
 impl HashAlgorithm {
+    /// Every supported algorithm; a name parses to one of these or is refused.
     pub const ALL: [HashAlgorithm; 13] = [
         HashAlgorithm::Md5,
         HashAlgorithm::Sha1,
@@ -44,6 +58,7 @@ impl HashAlgorithm {
         HashAlgorithm::Blake3,
     ];
 
+    /// The `hashlib`-style name clients use, lowercase (parsing also takes other cases).
     pub fn as_str(self) -> &'static str {
         match self {
             HashAlgorithm::Md5 => "md5",
@@ -109,11 +124,14 @@ impl fmt::Display for HashAlgorithm {
 
 /// An incremental hasher for any [`HashAlgorithm`].
 pub enum Hasher {
+    /// Any RustCrypto algorithm (MD5, SHA-1, SHA-2, SHA-3, BLAKE2).
     Digest(Box<dyn DynDigest + Send>),
+    /// BLAKE3, through its own crate.
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
+    /// Feed the next bytes of the content.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Digest(d) => d.update(data),
@@ -123,6 +141,7 @@ impl Hasher {
         }
     }
 
+    /// The digest of everything fed so far, as lowercase hex.
     pub fn finalize_hex(self) -> String {
         match self {
             Hasher::Digest(d) => hex::encode(d.finalize()),

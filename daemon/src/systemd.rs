@@ -11,9 +11,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 /// A notification to the service manager.
 pub enum Notice<'a> {
+    /// `READY=1`: listening, clients may connect (Type=notify units wait for this).
     Ready,
+    /// `STATUS=...`: one line for `systemctl status`.
     Status(&'a str),
+    /// `STOPPING=1`: shutting down, finishing accepted requests.
     Stopping,
+    /// `WATCHDOG=1`: still alive, for units with `WatchdogSec=`.
     Watchdog,
 }
 

@@ -20,10 +20,19 @@ pub const HEADER: usize = 4;
 /// Why a frame could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The body is longer than the frame limit; nothing of it was buffered or sent.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: u64, max: u32 },
+    TooLarge {
+        /// Body length in bytes, as announced or as encoded.
+        len: u64,
+        /// The frame limit in bytes it was checked against.
+        max: u32,
+    },
+    /// The body cannot be encoded, does not decode as the expected message, or has
+    /// trailing bytes; the text says which.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// The stream failed or ended inside a frame; becomes [`ErrorKind::ConnectionLost`].
     #[error("truncated frame")]
     Truncated,
 }

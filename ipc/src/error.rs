@@ -79,29 +79,38 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Error {
+    /// The failure class the client acts on.
     pub kind: ErrorKind,
+    /// Detail for humans (an item name, a reason); never an absolute storage path.
     pub message: String,
 }
 
 impl Error {
+    /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error { kind, message: message.into() }
     }
+    /// [`ErrorKind::ObjectNotFound`], with the missing name as the message.
     pub fn not_found(name: &str) -> Self {
         Error::new(ErrorKind::ObjectNotFound, name)
     }
+    /// [`ErrorKind::InvalidArgument`] with `message`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidArgument, message)
     }
+    /// [`ErrorKind::Backend`] with `message`, for failures no other kind describes.
     pub fn backend(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Backend, message)
     }
+    /// [`ErrorKind::BackendMustBeOpen`]: the store was used before `open` or after `close`.
     pub fn must_be_open() -> Self {
         Error::new(ErrorKind::BackendMustBeOpen, "backend must be open")
     }
+    /// [`ErrorKind::BackendMustNotBeOpen`]: create, destroy or a second open on an open store.
     pub fn must_not_be_open() -> Self {
         Error::new(ErrorKind::BackendMustNotBeOpen, "backend must not be open")
     }
+    /// The failure class, the same as the `kind` field.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # borgstore-ipc
 //!
 //! The vocabulary shared by `borgstored` and its clients. It holds no I/O policy and

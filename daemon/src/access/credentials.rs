@@ -33,6 +33,7 @@ fn digest(username: &str, password: &str) -> [u8; 32] {
 }
 
 impl Credentials {
+    /// Credentials for `username` and `password`; only a digest of them is kept.
     pub fn new(username: &str, password: &str) -> Self {
         Credentials { username: username.to_string(), digest: digest(username, password) }
     }

@@ -44,6 +44,7 @@ pub enum Door {
 }
 
 impl Door {
+    /// Every door, in the order of the listeners' config keys above.
     pub const ALL: [Door; 3] = [Door::Socket, Door::RestSocket, Door::Rest];
 
     /// The config key of this door's listener.
@@ -60,6 +61,7 @@ impl Door {
         !matches!(self, Door::Rest)
     }
 
+    /// Does this door speak the REST protocol (and so ask for a store's credentials)?
     pub fn is_rest(self) -> bool {
         !matches!(self, Door::Socket)
     }
@@ -94,10 +96,11 @@ impl std::fmt::Display for Door {
 /// What a door knows about a caller before anything is read beyond the request head.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
+    /// The listener the request came through.
     pub door: Door,
     /// The process behind a Unix socket (None on TCP).
     pub peer: Option<&'a LocalPeer>,
-    /// The `Authorization` header of a REST request.
+    /// The `Authorization` header of a REST request (None without one, and always on IPC).
     pub authorization: Option<&'a [u8]>,
 }
 
@@ -140,7 +143,10 @@ pub struct Grants {
     pub store: String,
     /// The daemon's own uid: always granted on Unix sockets.
     pub owner_uid: u32,
+    /// Further uids granted on Unix sockets.
     pub allow_uids: Vec<u32>,
+    /// Groups granted on Unix sockets, matched against the peer's primary and
+    /// supplementary groups.
     pub allow_gids: Vec<u32>,
     /// REST Basic-auth credentials of the store.
     pub credentials: Option<Credentials>,

@@ -11,10 +11,14 @@ use std::os::fd::{AsFd, AsRawFd};
 /// The credentials of a local process, as its socket connection carries them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPeer {
+    /// Effective uid at connect time.
     pub uid: u32,
+    /// Primary gid at connect time.
     pub gid: u32,
     /// Supplementary groups at connect time (empty where the kernel cannot tell).
     pub groups: Vec<u32>,
+    /// Process id at connect time, for logs only (the process may have exited since);
+    /// None when not read from a socket.
     pub pid: Option<i32>,
 }
 

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 
 /// One served store.
 pub struct StoreEntry {
+    /// The store's name, as clients address it.
     pub name: String,
+    /// Its configuration, as the daemon started it.
     pub settings: StoreSettings,
     /// Who may use it, through which door.
     pub grants: Grants,
@@ -139,6 +141,7 @@ impl Registry {
         })
     }
 
+    /// The store named `name`; None when no such store is served (whoever asks).
     pub fn get(&self, name: &str) -> Option<&StoreEntry> {
         self.stores.get(name)
     }
@@ -148,6 +151,7 @@ impl Registry {
         self.stores.keys().map(String::as_str)
     }
 
+    /// Every served store, in name order, whoever may use it.
     pub fn entries(&self) -> impl Iterator<Item = &StoreEntry> {
         self.stores.values()
     }

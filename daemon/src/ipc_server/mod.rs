@@ -45,7 +45,13 @@ const REPLY_QUEUE: usize = 256;
 /// Settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
+    /// Largest frame body in bytes, both ways, after the handshake; sent in the [`Welcome`].
+    ///
+    /// [`Welcome`]: borgstore_ipc::protocol::Welcome
     pub max_frame: u32,
+    /// Sent to clients in the [`Welcome`], e.g. `borgstored 0.1.0`.
+    ///
+    /// [`Welcome`]: borgstore_ipc::protocol::Welcome
     pub server_name: String,
 }
 

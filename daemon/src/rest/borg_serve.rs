@@ -57,20 +57,28 @@ pub struct ServeArgs {
     /// Log at info level.
     #[arg(long, short = 'v', visible_alias = "verbose")]
     pub info: bool,
+    /// borg's `--warning`: accepted; warnings are logged anyway.
     #[arg(long, hide = true)]
     pub warning: bool,
+    /// borg's `--error`: accepted and ignored (the level stays at warnings).
     #[arg(long, hide = true)]
     pub error: bool,
+    /// borg's `--critical`: accepted and ignored (the level stays at warnings).
     #[arg(long, hide = true)]
     pub critical: bool,
+    /// borg's `--log-json`: accepted and ignored.
     #[arg(long, hide = true)]
     pub log_json: bool,
+    /// borg's `--show-rc`: accepted and ignored.
     #[arg(long, hide = true)]
     pub show_rc: bool,
+    /// borg's `--lock-wait`: accepted (also from the client's command) and ignored.
     #[arg(long, hide = true, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
+    /// borg's `--debug-topic`: accepted (also from the client's command) and ignored.
     #[arg(long = "debug-topic", hide = true, value_name = "TOPIC")]
     pub debug_topics: Vec<String>,
+    /// borg's `--umask`: accepted and ignored.
     #[arg(long, hide = true, value_name = "M")]
     pub umask: Option<String>,
 }
@@ -89,6 +97,8 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// What to print as borg would: the help on standard output, the others on standard
+    /// error.
     pub fn message(&self) -> String {
         match self {
             ServeError::Usage(m) => m.clone(),

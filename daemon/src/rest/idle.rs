@@ -27,6 +27,7 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// Nothing in flight; the idle time counts from now.
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             base: Instant::now(),
@@ -93,6 +94,7 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    /// `body`, keeping `request` in flight until it has been sent in full or dropped.
     pub fn new(body: BoxBody, request: InFlight) -> Tracked {
         Tracked { body, _request: request }
     }

@@ -65,7 +65,9 @@ pub enum Mount {
 
 /// What every request handler shares.
 pub struct RestApp {
+    /// The served stores, with their grants and actors.
     pub registry: Arc<Registry>,
+    /// How a request path names its store.
     pub mount: Mount,
     /// Serve [`metrics::PATH`] (per-store mount only; no auth, no Accept header needed).
     pub metrics: bool,
@@ -80,7 +82,9 @@ pub struct RestApp {
 /// once when the connection is accepted.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The listener it came through: [`Door::Rest`] (TCP) or [`Door::RestSocket`].
     pub door: Door,
+    /// The process behind a Unix socket, from the kernel; None on TCP.
     pub peer: Option<LocalPeer>,
 }
 
@@ -92,6 +96,7 @@ fn connection(door: Door, peer: Option<LocalPeer>, ext: &mut Extensions) {
 /// Listener and limits of a REST server.
 #[derive(Debug, Clone)]
 pub struct RestOptions {
+    /// Where stores appear in the URL space.
     pub mount: Mount,
     /// Largest request body accepted (larger: 413).
     pub max_body: u64,
@@ -105,7 +110,9 @@ pub struct RestOptions {
 
 /// Where a REST server listens.
 pub enum Listen {
+    /// A bound TCP socket: door `rest`, callers known by Basic auth only.
     Tcp(std::net::TcpListener),
+    /// A bound Unix socket: door `rest_socket`, callers known by uid.
     Unix(std::os::unix::net::UnixListener),
 }
 

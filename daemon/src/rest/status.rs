@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use borgstore_ipc::ErrorKind;
 
+/// The HTTP status of an error of `kind` (e.g. 404 for ObjectNotFound, 507 for QuotaExceeded).
 pub fn of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::ObjectNotFound => StatusCode::NOT_FOUND,

@@ -85,6 +85,8 @@ pub struct CanonicalHeaders<S> {
 }
 
 impl<S> CanonicalHeaders<S> {
+    /// The connection `inner`, adjusted from its first byte on (each direction starts at
+    /// a message head).
     pub fn new(inner: S) -> Self {
         CanonicalHeaders {
             inner,

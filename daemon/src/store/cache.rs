@@ -29,8 +29,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// How a namespace uses the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
+    /// Not cached.
     Off,
+    /// Loads always read the primary and refresh the cached copy; writes are mirrored.
     Mirror,
+    /// Loads are served from the cache when it has the item (else loaded whole from the
+    /// primary and cached); writes are mirrored.
     Writethrough,
 }
 
@@ -49,16 +53,20 @@ impl std::str::FromStr for CacheMode {
 /// Cache policy of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CachePolicy {
+    /// How the namespace uses the cache.
     pub mode: CacheMode,
-    /// Items not used for this long (s) are evicted.
+    /// Items not used for this long (s) are evicted; None: no age limit.
     pub max_age: Option<f64>,
-    /// The namespace's cached items never exceed this many bytes.
+    /// The namespace's cached items never exceed this many bytes (least recently used
+    /// go first); None: no size limit.
     pub size: Option<u64>,
 }
 
 impl CachePolicy {
+    /// Not cached, no limits: the policy of namespaces without one.
     pub const OFF: CachePolicy = CachePolicy { mode: CacheMode::Off, max_age: None, size: None };
 
+    /// Is the namespace cached at all (mode not [`CacheMode::Off`])?
     pub fn on(self) -> bool {
         self.mode != CacheMode::Off
     }
@@ -118,6 +126,7 @@ impl NsIndex {
 
 /// Counters the cache reports into the store's stats.
 pub trait CacheStats: Send + Sync {
+    /// Add `amount` to the counter `key` (`cache_hits`, `cache_store_volume`, ...).
     fn cache_count(&self, key: &str, amount: u64);
 }
 
@@ -132,16 +141,20 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache on `backend` for the namespaces of `policies` (those with mode `off` are
+    /// dropped); not opened yet.
     pub fn new(backend: Arc<dyn Backend>, mut policies: Vec<(String, CachePolicy)>) -> Self {
         policies.retain(|(_, p)| p.on());
         policies.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Cache { backend, policies, disabled: AtomicBool::new(false), index: Mutex::new(HashMap::new()) }
     }
 
+    /// The cache's own backend (not the store's primary).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 
+    /// True when the cache could not be opened: it is off until the next open.
     pub fn disabled(&self) -> bool {
         self.disabled.load(Ordering::SeqCst)
     }
@@ -170,6 +183,7 @@ impl Cache {
 
     // ----- lifecycle -----
 
+    /// Create the cache's storage; an existing one is fine, other failures are logged.
     pub async fn create(&self) {
         if let Err(e) = self.backend.create().await {
             if e.kind != ErrorKind::BackendAlreadyExists {
@@ -178,6 +192,7 @@ impl Cache {
         }
     }
 
+    /// Remove the cache's storage; a missing one is fine, other failures are logged.
     pub async fn destroy(&self) {
         if let Err(e) = self.backend.destroy().await {
             if e.kind != ErrorKind::BackendDoesNotExist {
@@ -235,6 +250,7 @@ impl Cache {
         }
     }
 
+    /// Close the cache backend (unless disabled) and forget the index.
     pub async fn close(&self) {
         if !self.disabled() {
             let _ = self.backend.close().await;
@@ -340,6 +356,7 @@ impl Cache {
         }
     }
 
+    /// Drop the cached copy of `nested`, if any; failures are logged and counted.
     pub async fn delete(&self, stats: &dyn CacheStats, nested: &str) {
         if self.disabled() {
             return;
@@ -353,6 +370,8 @@ impl Cache {
         }
     }
 
+    /// Mirror a move of the primary (soft delete, undelete, level change, rename) from
+    /// nested name `from` to `to`; failures are logged and counted.
     pub async fn move_(&self, stats: &dyn CacheStats, from: &str, to: &str) {
         if self.disabled() {
             return;

@@ -20,6 +20,7 @@ pub struct NamespaceConfig {
 }
 
 impl NamespaceConfig {
+    /// A namespace at `levels`, oldest first (not validated until [`Namespaces::new`]).
     pub fn levels(levels: &[u32]) -> Self {
         NamespaceConfig { levels: levels.to_vec() }
     }
@@ -71,6 +72,7 @@ impl Namespaces {
             .ok_or_else(|| Error::invalid(format!("no namespace is configured for {}", crate::names::shown(name))))
     }
 
+    /// Every namespace prefix with its levels, longest prefix first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u32])> {
         self.entries.iter().map(|(n, l)| (n.as_str(), l.as_slice()))
     }

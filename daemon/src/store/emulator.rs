@@ -11,6 +11,7 @@ use std::time::Duration;
 /// Emulated latency per backend call and bandwidth per byte moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Emulator {
+    /// Least time a backend call takes; zero = no added latency.
     pub latency: Duration,
     /// Bytes per second; 0 = unlimited.
     pub bandwidth: f64,
@@ -45,6 +46,7 @@ impl Emulator {
         Ok(Emulator { latency: Duration::from_secs_f64(latency / 1e6), bandwidth })
     }
 
+    /// True when neither latency nor bandwidth is emulated, so calls are never delayed.
     pub fn is_off(&self) -> bool {
         self.latency.is_zero() && self.bandwidth == 0.0
     }

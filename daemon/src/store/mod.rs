@@ -44,9 +44,17 @@ pub enum MoveAction {
     /// Reverse a soft delete.
     Undelete,
     /// Move the item (live, or soft-deleted with `deleted`) to the namespace's last level.
-    ChangeLevel { deleted: bool },
+    ChangeLevel {
+        /// Move the soft-deleted item instead of the live one.
+        deleted: bool,
+    },
     /// Rename to `new_name` (replacing it); `deleted` addresses soft-deleted items.
-    Rename { new_name: String, deleted: bool },
+    Rename {
+        /// The full new name, namespace included.
+        new_name: String,
+        /// Rename the soft-deleted item, to a soft-deleted `new_name`.
+        deleted: bool,
+    },
 }
 
 /// How defrag names the new item.
@@ -177,10 +185,12 @@ impl Store {
         }
     }
 
+    /// The primary backend; calls made on it directly bypass stats, cache and emulation.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
     }
 
+    /// The namespaces and their nesting levels.
     pub fn namespaces(&self) -> &Namespaces {
         &self.inner.namespaces
     }
@@ -241,6 +251,8 @@ impl Store {
         Ok(())
     }
 
+    /// Remove the storage and everything in it, and the cache's storage; the store must be
+    /// closed.
     pub async fn destroy(&self) -> Result<()> {
         self.inner.backend.destroy().await?;
         if let Some(c) = self.cache() {
@@ -249,6 +261,8 @@ impl Store {
         Ok(())
     }
 
+    /// Open the backend, then the cache (a cache that fails to open is disabled, not an
+    /// error); BackendDoesNotExist when the storage is missing.
     pub async fn open(&self) -> Result<()> {
         self.inner.backend.open().await?;
         if let Some(c) = self.cache() {
@@ -257,6 +271,7 @@ impl Store {
         Ok(())
     }
 
+    /// Close the cache, then the backend.
     pub async fn close(&self) -> Result<()> {
         if let Some(c) = self.cache() {
             c.close().await;
@@ -347,6 +362,8 @@ impl Store {
 
     // ----- item operations -----
 
+    /// Metadata of `name` (its soft-deleted item with `deleted`); a missing item gives
+    /// `exists: false`, not an error.
     pub async fn info(&self, name: &str, deleted: bool) -> Result<ItemInfo> {
         self.counted("info", async {
             let nested = self.find(name, deleted).await?;
@@ -526,6 +543,7 @@ impl Store {
         Ok(name.strip_prefix(prefix.as_str()).unwrap_or(&name).to_string())
     }
 
+    /// Quota limit and usage from the backend ([`Quota::OFF`] when it has none).
     pub async fn quota(&self) -> Result<Quota> {
         self.inner.backend.quota().await
     }

@@ -38,6 +38,7 @@ pub struct StatsCounters {
 }
 
 impl StatsCounters {
+    /// Add `amount` to counter `key`, saturating (a new key starts at 0).
     pub fn add(&mut self, key: &str, amount: u64) {
         match self.counters.get_mut(key) {
             Some(v) => *v = v.saturating_add(amount),
@@ -47,6 +48,7 @@ impl StatsCounters {
         }
     }
 
+    /// The raw value of counter `key` (times in nanoseconds); 0 when never counted.
     pub fn get(&self, key: &str) -> u64 {
         self.counters.get(key).copied().unwrap_or(0)
     }
