@@ -14,6 +14,8 @@ pub struct BlockingClient {
 }
 
 impl BlockingClient {
+    /// Start the client's runtime and connect (see [`Client::connect`]). Blocks until
+    /// connected; panics when called on a thread that runs an async runtime.
     pub fn connect(options: ClientOptions) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -29,30 +31,39 @@ impl BlockingClient {
         &self.client
     }
 
+    /// See [`Client::create`].
     pub fn create(&self) -> Result<()> {
         self.rt.block_on(self.client.create())
     }
+    /// See [`Client::destroy`].
     pub fn destroy(&self) -> Result<()> {
         self.rt.block_on(self.client.destroy())
     }
+    /// See [`Client::open`].
     pub fn open(&self) -> Result<()> {
         self.rt.block_on(self.client.open())
     }
+    /// See [`Client::close`].
     pub fn close(&self) -> Result<()> {
         self.rt.block_on(self.client.close())
     }
+    /// See [`Client::info`].
     pub fn info(&self, name: &str, deleted: bool) -> Result<ItemInfo> {
         self.rt.block_on(self.client.info(name, deleted))
     }
+    /// See [`Client::load`].
     pub fn load(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Vec<u8>> {
         self.rt.block_on(self.client.load(name, offset, size, deleted))
     }
+    /// See [`Client::store`].
     pub fn store(&self, name: &str, value: Vec<u8>) -> Result<()> {
         self.rt.block_on(self.client.store(name, value))
     }
+    /// See [`Client::delete`].
     pub fn delete(&self, name: &str, deleted: bool) -> Result<()> {
         self.rt.block_on(self.client.delete(name, deleted))
     }
+    /// See [`Client::move_`].
     pub fn move_(&self, name: &str, action: MoveAction) -> Result<()> {
         self.rt.block_on(self.client.move_(name, action))
     }
@@ -61,9 +72,11 @@ impl BlockingClient {
         let stream = self.rt.block_on(self.client.list(name, deleted))?;
         Ok(BlockingList { rt: self.rt.clone(), stream })
     }
+    /// See [`Client::hash`].
     pub fn hash(&self, name: &str, algorithm: &str, deleted: bool) -> Result<String> {
         self.rt.block_on(self.client.hash(name, algorithm, deleted))
     }
+    /// See [`Client::defrag`].
     pub fn defrag(
         &self,
         sources: Vec<Source>,
@@ -74,18 +87,23 @@ impl BlockingClient {
     ) -> Result<String> {
         self.rt.block_on(self.client.defrag(sources, target, algorithm, namespace, deleted))
     }
+    /// See [`Client::gather`].
     pub fn gather(&self, sources: Vec<Source>, namespace: Option<String>, deleted: bool) -> Result<Vec<u8>> {
         self.rt.block_on(self.client.gather(sources, namespace, deleted))
     }
+    /// See [`Client::quota`].
     pub fn quota(&self) -> Result<Quota> {
         self.rt.block_on(self.client.quota())
     }
+    /// See [`Client::stats`].
     pub fn stats(&self) -> Result<Stats> {
         self.rt.block_on(self.client.stats())
     }
+    /// See [`Client::cache_invalidate`].
     pub fn cache_invalidate(&self, name: &str, deleted: bool) -> Result<()> {
         self.rt.block_on(self.client.cache_invalidate(name, deleted))
     }
+    /// See [`Client::stores`].
     pub fn stores(&self) -> Result<Vec<StoreSummary>> {
         self.rt.block_on(self.client.stores())
     }

@@ -27,11 +27,15 @@ pub struct ClientOptions {
 /// client of the store shares it; it is set again after a reconnect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheOptions {
+    /// The cache backend's URL, e.g. `file:///var/cache/borgstore/default`.
     pub url: String,
+    /// The policy of each cached namespace (see [`CacheOptions::namespace`]); an empty
+    /// list gives the store no cache.
     pub namespaces: Vec<CacheNamespace>,
 }
 
 impl CacheOptions {
+    /// A cache at `url` with no namespaces yet (add them with [`CacheOptions::namespace`]).
     pub fn new(url: impl Into<String>) -> Self {
         CacheOptions { url: url.into(), namespaces: Vec::new() }
     }
@@ -66,6 +70,7 @@ impl ClientOptions {
         }
     }
 
+    /// Connect to the daemon at `socket` instead of the default one.
     pub fn socket(mut self, socket: impl Into<PathBuf>) -> Self {
         self.socket = socket.into();
         self
@@ -112,6 +117,7 @@ impl Client {
         Ok(client)
     }
 
+    /// The options this client was made with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
     }
@@ -158,7 +164,12 @@ impl Client {
         Ok(self.connection().await?.server_name.clone())
     }
 
-    /// Progress of the reply currently being received (for progress bars).
+    /// Progress of the reply frame currently being received on this client's connection,
+    /// as (bytes received, frame size), for progress bars. It starts at (0, 0) and only
+    /// frames over 1 MiB update it; the frame is whichever reply is arriving (clones and
+    /// pipelined calls share the connection), and it covers the reply's encoding too, so
+    /// the size is a little more than the value's. After a reconnect, a receiver taken
+    /// before it sees no more updates: ask again.
     pub async fn receive_progress(&self) -> Result<watch::Receiver<Progress>> {
         Ok(self.connection().await?.progress())
     }
@@ -184,9 +195,12 @@ impl Client {
         }
     }
 
+    /// Create the store. Creating over an existing store that is still empty is fine; over
+    /// one with items in it, it fails with `BackendAlreadyExists`.
     pub async fn create(&self) -> Result<()> {
         self.ok(Op::Create).await
     }
+    /// Delete the store and everything in it.
     pub async fn destroy(&self) -> Result<()> {
         self.ok(Op::Destroy).await
     }
@@ -194,13 +208,17 @@ impl Client {
     pub async fn open(&self) -> Result<()> {
         self.ok(Op::Open).await
     }
+    /// Counterpart of [`Client::open`]; the store stays open for other clients.
     pub async fn close(&self) -> Result<()> {
         self.ok(Op::Close).await
     }
+    /// Check that the daemon answers (no store needed).
     pub async fn ping(&self) -> Result<()> {
         self.ok(Op::Ping).await
     }
 
+    /// An item's metadata (its soft-deleted version with `deleted`). A missing item is not
+    /// an error: it comes back with `exists: false`.
     pub async fn info(&self, name: &str, deleted: bool) -> Result<ItemInfo> {
         match self.call(Op::Info { name: name.into(), deleted }).await? {
             Reply::Info(i) => Ok(i),
@@ -208,11 +226,16 @@ impl Client {
         }
     }
 
-    /// `size` bytes (None: to the end) from `offset` (negative: from the end).
+    /// `size` bytes (None: to the end) from `offset` (negative: from the end) of an item
+    /// (its soft-deleted version with `deleted`); `ObjectNotFound` if there is none. The
+    /// whole reply is held in memory; [`Client::receive_progress`] follows its arrival.
     pub async fn load(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Vec<u8>> {
         self.data(Op::Load { name: name.into(), offset, size, deleted }).await
     }
 
+    /// Store `value` under `name`, atomically replacing an existing value. Fails with
+    /// `QuotaExceeded` when the store's quota does not allow it, `InvalidArgument` for a
+    /// bad name or a value too large for one IPC frame.
     pub async fn store(&self, name: &str, value: Vec<u8>) -> Result<()> {
         self.store_with_progress(name, value, &|_, _| {}).await
     }
@@ -230,6 +253,8 @@ impl Client {
         }
     }
 
+    /// Delete an item for good (its soft-deleted version with `deleted`); `ObjectNotFound`
+    /// if there is none. For a soft delete use [`Client::move_`] with [`MoveAction::Delete`].
     pub async fn delete(&self, name: &str, deleted: bool) -> Result<()> {
         self.ok(Op::Delete { name: name.into(), deleted }).await
     }
@@ -250,6 +275,8 @@ impl Client {
         Err(Error::new(ErrorKind::ConnectionLost, "the daemon closed every connection attempt"))
     }
 
+    /// Hex digest of an item's content by `algorithm` (`sha256`, `blake3`, ...);
+    /// `InvalidArgument` for an unknown algorithm.
     pub async fn hash(&self, name: &str, algorithm: &str, deleted: bool) -> Result<String> {
         self.text(Op::Hash { name: name.into(), algorithm: algorithm.into(), deleted }).await
     }
@@ -267,10 +294,12 @@ impl Client {
         self.text(Op::Defrag { sources, target, algorithm, namespace, deleted }).await
     }
 
+    /// The bytes of `sources` (ranges of items in `namespace`), concatenated in order.
     pub async fn gather(&self, sources: Vec<Source>, namespace: Option<String>, deleted: bool) -> Result<Vec<u8>> {
         self.data(Op::Gather { sources, namespace, deleted }).await
     }
 
+    /// The store's quota limit and usage in bytes (limit -1: no quota).
     pub async fn quota(&self) -> Result<Quota> {
         match self.call(Op::Quota).await? {
             Reply::Quota(q) => Ok(q),
@@ -278,6 +307,8 @@ impl Client {
         }
     }
 
+    /// The store's operation statistics, keyed as in Python borgstore (`load_calls`,
+    /// `load_time`, `cache_hits`, ...). They are the store's, summed over all its clients.
     pub async fn stats(&self) -> Result<Stats> {
         match self.call(Op::Stats).await? {
             Reply::Stats(s) => Ok(s),

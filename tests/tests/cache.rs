@@ -4,13 +4,14 @@
 
 use borgstore_client::Client;
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
-use borgstore_daemon::store::cache::{Cache, CacheMode, CachePolicy};
+use borgstore_daemon::store::cache::{Cache, CacheMode, CachePolicy, Clock, SystemClock};
 use borgstore_daemon::store::config::namespaces;
 use borgstore_daemon::store::{Emulator, MoveAction, Store};
 use borgstore_ipc::StatValue;
 use borgstore_tests::daemon::Daemon;
 use bytes::Bytes;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -25,9 +26,37 @@ fn n(stats: &borgstore_ipc::Stats, key: &str) -> f64 {
 }
 
 async fn store_with(dir: &Path, mode: CacheMode, size: Option<u64>, max_age: Option<f64>) -> Store {
+    store_on_clock(dir, mode, size, max_age, Arc::new(SystemClock)).await
+}
+
+/// The system's time plus however far the test has moved it on: items age without waiting.
+#[derive(Default)]
+struct Ahead {
+    ms: AtomicU64,
+}
+
+impl Ahead {
+    fn advance(&self, by: std::time::Duration) {
+        self.ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for Ahead {
+    fn now(&self) -> f64 {
+        SystemClock.now() + self.ms.load(Ordering::SeqCst) as f64 / 1000.0
+    }
+}
+
+async fn store_on_clock(
+    dir: &Path,
+    mode: CacheMode,
+    size: Option<u64>,
+    max_age: Option<f64>,
+    clock: Arc<dyn Clock>,
+) -> Store {
     let primary = Arc::new(PosixFs::new(dir.join("primary"), PosixFsOptions::default()).unwrap());
     let cache_be = Arc::new(PosixFs::new(dir.join("cache"), PosixFsOptions::default()).unwrap());
-    let cache = Cache::new(cache_be, vec![("data/".into(), CachePolicy { mode, max_age, size })]);
+    let cache = Cache::new(cache_be, vec![("data/".into(), CachePolicy { mode, max_age, size })]).with_clock(clock);
     let ns = namespaces(&[("data/", &[2]), ("", &[0])]).unwrap();
     let s = Store::build(primary, ns, Emulator::OFF, Some(cache));
     s.create().await.unwrap();
@@ -113,7 +142,8 @@ async fn invalidate_an_item_a_namespace_or_everything() {
 #[tokio::test]
 async fn eviction_keeps_the_budget_lru_first_and_expires_old_items() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store_with(dir.path(), CacheMode::Writethrough, Some(1000), Some(2.0)).await;
+    let clock = Arc::new(Ahead::default());
+    let s = store_on_clock(dir.path(), CacheMode::Writethrough, Some(1000), Some(3600.0), clock.clone()).await;
     for i in 0..10 {
         s.store(&key(i), Bytes::from(vec![1u8; 300])).await.unwrap();
         if i == 5 {
@@ -128,8 +158,10 @@ async fn eviction_keeps_the_budget_lru_first_and_expires_old_items() {
     // A value bigger than the budget is never cached.
     s.store(&key(20), Bytes::from(vec![0u8; 2000])).await.unwrap();
     assert!(!cached(20));
-    // max_age: a sweep drops items unused for longer.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // max_age: a sweep drops items unused for longer (and only those).
+    s.cache_sweep().await;
+    assert!(cached(9), "not expired yet");
+    clock.advance(std::time::Duration::from_secs(3601));
     s.cache_sweep().await;
     assert!(walk(&dir.path().join("cache/data")).is_empty(), "expired items are gone");
     assert_eq!(s.load(&key(9), 0, None, false).await.unwrap().len(), 300);

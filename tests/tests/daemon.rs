@@ -1,7 +1,7 @@
 //! borgstored end to end: the real binary, the client library, several stores.
 
 use borgstore_client::{Client, ErrorKind, MoveAction, Source, StatValue};
-use borgstore_tests::daemon::Daemon;
+use borgstore_tests::daemon::{binary, Daemon};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -287,4 +287,35 @@ async fn listing_a_namespace_of_long_names_works_whatever_its_size() {
         }
     }
     assert!(failed.is_empty(), "listing data/ failed:\n{}", failed.join("\n"));
+}
+
+/// `borgstore load` into a pipe or a file is one round trip: it used to ask `info` first
+/// to size a progress bar nobody sees (costly on a remote store; issue 12).
+#[tokio::test]
+async fn cli_load_into_a_pipe_or_a_file_makes_no_info_call() {
+    let d = start_with(&["c"], &[]);
+    let c = d.client("c").await;
+    c.create().await.unwrap();
+    c.store("config/v", b"value".to_vec()).await.unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(binary("borgstore"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["--store", "c"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let piped = cli(&["load", "config/v"]);
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert_eq!(piped.stdout, b"value");
+    let file = d.path("loaded");
+    let to_file = cli(&["load", "config/v", "--offset", "-3", "--output", file.to_str().unwrap()]);
+    assert!(to_file.status.success(), "{}", String::from_utf8_lossy(&to_file.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), b"lue");
+    let missing = cli(&["load", "config/none"]);
+    assert_eq!(missing.status.code(), Some(3), "{}", String::from_utf8_lossy(&missing.stderr));
+    let st = c.stats().await.unwrap();
+    assert_eq!(st["info_calls"], StatValue::Int(0), "no info before a load");
+    assert_eq!(st["load_calls"], StatValue::Int(2));
 }

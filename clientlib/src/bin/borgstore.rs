@@ -210,6 +210,18 @@ fn bar(total: u64, what: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
+/// The next (bytes received, frame size) of the reply arriving; never resolves without a
+/// receiver or once the connection is gone.
+async fn next_progress(rx: &mut Option<tokio::sync::watch::Receiver<(u64, u64)>>) -> (u64, u64) {
+    let Some(r) = rx else { return std::future::pending().await };
+    if r.changed().await.is_err() {
+        *rx = None;
+        return std::future::pending().await;
+    }
+    let p = *r.borrow_and_update();
+    p
+}
+
 fn info_json(i: &ItemInfo) -> serde_json::Value {
     serde_json::json!({
         "name": i.name, "exists": i.exists, "size": i.size, "directory": i.directory,
@@ -250,25 +262,31 @@ async fn run(client: &Client, command: Command) -> Result<(), Error> {
             }
         }
         Command::Load { name, offset, size, deleted, output } => {
-            let info = client.info(&name, deleted).await?;
-            let pb = bar(size.unwrap_or(info.size).min(info.size), "load");
-            let watcher = match &pb {
-                Some(pb) => {
-                    let mut rx = client.receive_progress().await?;
-                    let pb = pb.clone();
-                    Some(tokio::spawn(async move {
-                        while rx.changed().await.is_ok() {
-                            let (got, _) = *rx.borrow();
+            // The bar is sized from the reply frame as it arrives: no `info` round trip
+            // first, and none at all when nobody watches a terminal.
+            let mut progress = match std::io::stderr().is_terminal() {
+                true => Some(client.receive_progress().await?),
+                false => None,
+            };
+            if let Some(rx) = &mut progress {
+                rx.borrow_and_update(); // an earlier reply's progress is not ours
+            }
+            let load = client.load(&name, offset, size, deleted);
+            tokio::pin!(load);
+            let mut pb = None;
+            let data = loop {
+                tokio::select! {
+                    data = &mut load => break data?,
+                    (got, total) = next_progress(&mut progress) => {
+                        if pb.is_none() {
+                            pb = bar(total, "load");
+                        }
+                        if let Some(pb) = &pb {
                             pb.set_position(got);
                         }
-                    }))
+                    }
                 }
-                None => None,
             };
-            let data = client.load(&name, offset, size, deleted).await?;
-            if let Some(w) = watcher {
-                w.abort();
-            }
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }

@@ -72,8 +72,22 @@ impl CachePolicy {
     }
 }
 
-fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+/// Where the cache reads the time for item ages: seconds since the UNIX epoch, the scale
+/// of the file times the index is seeded from. [`SystemClock`] unless a test gives the
+/// cache another one ([`Cache::with_clock`]) to age items without waiting.
+pub trait Clock: Send + Sync {
+    /// Seconds since the UNIX epoch.
+    fn now(&self) -> f64;
+}
+
+/// The system's time of day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> f64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    }
 }
 
 /// Size and last use of the cached items of one limited namespace, LRU ordered.
@@ -138,6 +152,7 @@ pub struct Cache {
     disabled: AtomicBool,
     /// Limited namespaces -> their index.
     index: Mutex<HashMap<String, NsIndex>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Cache {
@@ -146,7 +161,23 @@ impl Cache {
     pub fn new(backend: Arc<dyn Backend>, mut policies: Vec<(String, CachePolicy)>) -> Self {
         policies.retain(|(_, p)| p.on());
         policies.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        Cache { backend, policies, disabled: AtomicBool::new(false), index: Mutex::new(HashMap::new()) }
+        Cache {
+            backend,
+            policies,
+            disabled: AtomicBool::new(false),
+            index: Mutex::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Read item ages from `clock` instead of the system's time (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> f64 {
+        self.clock.now()
     }
 
     /// The cache's own backend (not the store's primary).
@@ -277,7 +308,7 @@ impl Cache {
                     // replaced right now, and `v` may be just a range of it.
                     if let Some(i) = idx.get_mut(ns) {
                         if let Some(size) = i.entries.get(nested).map(|e| e.0) {
-                            i.touch(nested, size, now());
+                            i.touch(nested, size, self.now());
                         }
                     }
                 }
@@ -324,11 +355,11 @@ impl Cache {
                 let mut idx = self.lock();
                 let i = idx.entry(ns.to_string()).or_default();
                 i.remove(nested);
-                let victims = i.victims(&policy, len, now());
+                let victims = i.victims(&policy, len, self.now());
                 for v in &victims {
                     i.remove(v);
                 }
-                i.touch(nested, len, now());
+                i.touch(nested, len, self.now());
                 victims
             };
             for v in victims {
@@ -385,7 +416,7 @@ impl Cache {
                 self.forget(from);
                 let (ns, policy) = self.policy_for(to);
                 if let (Some(ns), true, Some(size)) = (ns, Self::limited(&policy), size) {
-                    self.lock().entry(ns.to_string()).or_default().touch(to, size, now());
+                    self.lock().entry(ns.to_string()).or_default().touch(to, size, self.now());
                 }
             }
             Err(e) if e.kind == ErrorKind::ObjectNotFound => self.forget(from),
@@ -425,7 +456,7 @@ impl Cache {
         if self.disabled() {
             return;
         }
-        let t = now();
+        let t = self.now();
         let victims: Vec<String> = {
             let idx = self.lock();
             self.policies
