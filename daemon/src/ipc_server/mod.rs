@@ -3,7 +3,7 @@
 //! [`serve`] accepts connections; each gets one task that runs, in order:
 //! 1. the peer's credentials from the kernel ([`LocalPeer`]: SO_PEERCRED and
 //!    SO_PEERGROUPS, fixed at connect time);
-//! 2. [`handshake`]: hello (magic, version) within a deadline, in a small frame; a peer
+//! 2. [`handshake`](mod@handshake): hello (magic, version) within a deadline, in a small frame; a peer
 //!    granted no store at all is refused here;
 //! 3. [`reader`]: frames in ([`framing`]: tokio-util's length-delimited codec, the
 //!    length announced before the body so its room is reserved first), each request

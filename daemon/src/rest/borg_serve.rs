@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// Serve a current (non-legacy) repository: HTTP over stdio (required).
     #[arg(long)]
     pub rest: bool,
-    /// The repository: FILE:<path> (relative to the working directory; ~ expanded).
+    /// The repository: FILE:PATH (relative to the working directory; ~ expanded).
     #[arg(long, value_name = "BACKEND_URL")]
     pub backend: Option<String>,
     /// Allow only repositories below PATH (repeatable).

@@ -36,7 +36,7 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Canonical spelling of header names whose canonical form is not plain Title-Case.
 const SPECIAL: [&str; 4] = ["X-BorgStore-Is-Directory", "X-BorgStore-Atime", "X-BorgStore-Mtime", "WWW-Authenticate"];
 
-/// The canonical spelling of a (lower case) header name: [`SPECIAL`] names as listed,
+/// The canonical spelling of a (lower case) header name: the few special names as listed,
 /// all others Title-Case (`content-length` -> `Content-Length`).
 pub fn canonical(name: &[u8]) -> Vec<u8> {
     if let Some(s) = SPECIAL.iter().find(|s| s.as_bytes().eq_ignore_ascii_case(name)) {
