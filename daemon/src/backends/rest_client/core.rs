@@ -1,21 +1,22 @@
 //! What every REST request shares: the transport (an HTTP client, or the pipes of a stdio
 //! server), one transport-independent request ([`Req`]) and answer ([`Resp`]), the
 //! mapping of HTTP statuses to store errors, and [`RestCore::call`], which reconnects and
-//! retries after a lost connection.
+//! retries after a lost connection (under the common policy of `backends::retry`).
 //!
 //! It lives apart from the reader, writer, lister and deleter so that each of those only
 //! says which request an operation is and how to read its answer.
 
 use super::stdio::StdioSession;
 use super::url::Target;
+use crate::backends::retry::{Failure, Retry};
 use borgstore_ipc::{Error, ErrorKind, Result, Source};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
-/// Pauses before the retries after a lost connection.
-const RETRY_WAITS: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(3)];
+/// A lost connection is retried after these pauses; other failures are answers.
+const RETRY: Retry = Retry::Pauses(&[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(3)]);
 
 enum Transport {
     Http { client: reqwest::Client, base: String, auth: Option<(String, String)> },
@@ -267,28 +268,22 @@ impl RestCore {
         }
     }
 
-    /// A request with reconnect-and-retry on a lost connection. With `gone_is_done`, a
-    /// 404 on a retry means an earlier attempt did the work and its reply was lost.
+    /// A request with reconnect-and-retry on a lost connection ([`RETRY`]). With
+    /// `gone_is_done`, a 404 on a retry means an earlier attempt did the work and its
+    /// reply was lost.
     pub async fn call(&self, req: Req<'_>, gone_is_done: bool) -> Result<Resp> {
-        let mut result = self.exchange(&req).await;
-        for wait in RETRY_WAITS {
-            match &result {
-                Err(e) if e.kind == ErrorKind::ConnectionLost => {
-                    tracing::warn!("REST connection lost ({}); retrying in {wait:?}", e.message);
-                    tokio::time::sleep(wait).await;
-                    result = self.exchange(&req).await;
-                    if gone_is_done {
-                        if let Ok(r) = &result {
-                            if r.status == 404 {
-                                return Ok(Resp { status: 200, headers: r.headers.clone(), body: Bytes::new() });
-                            }
-                        }
-                    }
+        let what = format!("REST {} {}", req.method, crate::names::shown(req.name));
+        let req = &req;
+        let answer = RETRY.run(&what, |attempt| async move {
+            match self.exchange(req).await {
+                Ok(r) if gone_is_done && attempt > 0 && r.status == 404 => {
+                    Ok(Resp { status: 200, headers: r.headers, body: Bytes::new() })
                 }
-                _ => break,
+                Ok(r) => Ok(r),
+                Err(e) => Err(Failure::if_lost(e)),
             }
-        }
-        result
+        });
+        Ok(answer.await?)
     }
 
     /// [`RestCore::call`] without `gone_is_done`, and the answer must be 200 or 206.
