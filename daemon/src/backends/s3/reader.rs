@@ -3,9 +3,11 @@
 //! it arrives and never held in memory.
 //!
 //! Kept together because they share [`S3Core::fetch`]: the SDK retries a request that
-//! fails, but a body that breaks off after the answer started is fetched again here.
+//! fails, but a body that breaks off after the answer started is fetched again here,
+//! under the common policy of `backends::retry`.
 
 use super::core::{leaf, mtime, to_u64, S3Core};
+use crate::backends::retry::{Failure, Retry};
 use crate::hashing::HashAlgorithm;
 use crate::names::shown;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -99,8 +101,7 @@ impl S3Core {
             }
         };
         let asked = range.is_some();
-        let mut sink = Sink::Chunks(Vec::new());
-        let ranged = self.fetch("load", name, range, expected, &mut sink).await?;
+        let (ranged, sink) = self.fetch("load", name, range, expected, Want::Bytes).await?;
         let data = sink.into_bytes();
         if asked && !ranged {
             // The server ignored the Range header and sent the whole object.
@@ -114,65 +115,99 @@ impl S3Core {
 
     /// Hex digest of the whole object of `name`, hashed as it arrives.
     pub async fn hash(&self, name: &str, algorithm: HashAlgorithm) -> Result<String> {
-        let mut sink = Sink::Hash(algorithm, algorithm.hasher());
-        self.fetch("hash", name, None, 0, &mut sink).await?;
-        match sink {
-            Sink::Hash(_, hasher) => Ok(hasher.finalize_hex()),
+        match self.fetch("hash", name, None, 0, Want::Hash(algorithm)).await?.1 {
+            Sink::Hash(hasher) => Ok(hasher.finalize_hex()),
             Sink::Chunks(_) => Err(Error::backend("S3 hash: internal error")),
         }
     }
 
-    /// GET `name` (or the byte range `range` of it) into `sink`. The SDK retries a request
-    /// that fails; a body that breaks off after the answer started is fetched again here,
-    /// up to `max_attempts` times. Returns whether the server honoured the range (sent a
-    /// `Content-Range`) rather than the whole object; a range starting at or after the end
-    /// leaves the sink empty.
-    async fn fetch(&self, op: &str, name: &str, range: Option<String>, expected: u64, sink: &mut Sink) -> Result<bool> {
+    /// GET `name` (or the byte range `range` of it) into a new sink of kind `want`, which
+    /// it returns. The SDK retries a request that fails; a body that breaks off after the
+    /// answer started is fetched again here, up to `max_attempts` times with the SDK's
+    /// backoff (without jitter). Also returns whether the server honoured the range (sent
+    /// a `Content-Range`) rather than the whole object; a range starting at or after the
+    /// end leaves the sink empty.
+    async fn fetch(
+        &self,
+        op: &str,
+        name: &str,
+        range: Option<String>,
+        expected: u64,
+        want: Want,
+    ) -> Result<(bool, Sink)> {
         let o = &self.options;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            sink.reset();
-            let res = self
-                .client()
-                .await?
-                .get_object()
-                .bucket(self.bucket())
-                .key(self.key(name))
-                .set_range(range.clone())
-                .customize()
-                .config_override(self.budget(expected))
-                .send()
-                .await;
-            let out = match res {
-                Ok(out) => out,
-                Err(e) if super::core::status(&e) == Some(416) => return Ok(true),
-                Err(e) => return Err(self.error(op, name, e)),
-            };
-            let ranged = out.content_range().is_some();
-            let len = to_u64(out.content_length());
-            let budget = o.attempt_timeout(len);
-            let mut body = out.body;
-            let read = async {
-                while let Some(chunk) = body.try_next().await? {
-                    sink.push(chunk);
-                }
-                Ok::<(), ByteStreamError>(())
-            };
-            let failure = match tokio::time::timeout(budget, read).await {
-                Ok(Ok(())) => return Ok(ranged),
-                Ok(Err(e)) => format!("reading the object failed: {}", super::core::chain(&e)),
-                Err(_) => format!("reading {len} bytes took longer than {budget:?}"),
-            };
-            if attempt >= o.max_attempts.max(1) {
-                return Err(Error::new(
-                    ErrorKind::ConnectionLost,
-                    format!("S3 {op} {}: {failure} (after {attempt} attempts)", shown(name)),
-                ));
+        let attempts = o.max_attempts.max(1);
+        let policy = Retry::Doubling { first: o.initial_backoff, max: o.max_backoff, retries: attempts - 1 };
+        let what = format!("S3 {op} {}", shown(name));
+        let range = range.as_deref();
+        match policy.run(&what, |_| self.fetch_once(op, name, range, expected, want.sink())).await {
+            Ok(fetched) => Ok(fetched),
+            Err(Failure { error, retriable: true }) => {
+                Err(Error::new(error.kind, format!("{} (after {attempts} attempts)", error.message)))
             }
-            tracing::debug!("S3 {op} {}: {failure}; trying again", shown(name));
-            let backoff = o.initial_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(o.max_backoff);
-            tokio::time::sleep(backoff).await;
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// One attempt of [`S3Core::fetch`]: a failed request is final (the SDK retried it), a
+    /// body that breaks off or takes too long is worth another attempt.
+    async fn fetch_once(
+        &self,
+        op: &str,
+        name: &str,
+        range: Option<&str>,
+        expected: u64,
+        mut sink: Sink,
+    ) -> Result<(bool, Sink), Failure> {
+        let res = self
+            .client()
+            .await
+            .map_err(Failure::fatal)?
+            .get_object()
+            .bucket(self.bucket())
+            .key(self.key(name))
+            .set_range(range.map(str::to_owned))
+            .customize()
+            .config_override(self.budget(expected))
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if super::core::status(&e) == Some(416) => return Ok((true, sink)),
+            Err(e) => return Err(Failure::fatal(self.error(op, name, e))),
+        };
+        let ranged = out.content_range().is_some();
+        let len = to_u64(out.content_length());
+        let budget = self.options.attempt_timeout(len);
+        let mut body = out.body;
+        let read = async {
+            while let Some(chunk) = body.try_next().await? {
+                sink.push(chunk);
+            }
+            Ok::<(), ByteStreamError>(())
+        };
+        let failure = match tokio::time::timeout(budget, read).await {
+            Ok(Ok(())) => return Ok((ranged, sink)),
+            Ok(Err(e)) => format!("reading the object failed: {}", super::core::chain(&e)),
+            Err(_) => format!("reading {len} bytes took longer than {budget:?}"),
+        };
+        Err(Failure::transient(Error::new(ErrorKind::ConnectionLost, format!("S3 {op} {}: {failure}", shown(name)))))
+    }
+}
+
+/// What [`S3Core::fetch`] makes of a body: its bytes, or its digest.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    Bytes,
+    Hash(HashAlgorithm),
+}
+
+impl Want {
+    /// An empty sink (each attempt starts over).
+    fn sink(self) -> Sink {
+        match self {
+            Want::Bytes => Sink::Chunks(Vec::new()),
+            Want::Hash(algorithm) => Sink::Hash(algorithm.hasher()),
         }
     }
 }
@@ -180,21 +215,14 @@ impl S3Core {
 /// Where [`S3Core::fetch`] puts a body.
 enum Sink {
     Chunks(Vec<Bytes>),
-    Hash(HashAlgorithm, crate::hashing::Hasher),
+    Hash(crate::hashing::Hasher),
 }
 
 impl Sink {
-    fn reset(&mut self) {
-        match self {
-            Sink::Chunks(chunks) => chunks.clear(),
-            Sink::Hash(algorithm, hasher) => *hasher = algorithm.hasher(),
-        }
-    }
-
     fn push(&mut self, chunk: Bytes) {
         match self {
             Sink::Chunks(chunks) => chunks.push(chunk),
-            Sink::Hash(_, hasher) => hasher.update(&chunk),
+            Sink::Hash(hasher) => hasher.update(&chunk),
         }
     }
 
