@@ -8,6 +8,7 @@
 //! it (kill on drop). `RCLONE_BINARY` picks the rclone binary; it must be >= 1.57.
 //! rclone reports no storage-side times, so atime and mtime are 0, as in Python.
 
+use super::retry::{Failure, Retry};
 use super::Backend;
 use crate::names::{validate_item_name, validate_name, TMP_SUFFIX};
 use async_trait::async_trait;
@@ -19,8 +20,15 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-/// Loads and stores are tried this often when rclone answers 500.
-const TRIES: usize = 3;
+/// Loads and stores are tried three times in all, right away, when rclone answers 500.
+const SERVER_ERROR_RETRY: Retry = Retry::Every { wait: Duration::ZERO, retries: 2 };
+/// The pauses before a load looks again for an object it did not find.
+const LOOK_AGAIN: Retry = Retry::Pauses(&[
+    Duration::from_millis(10),
+    Duration::from_millis(30),
+    Duration::from_millis(90),
+    Duration::from_millis(270),
+]);
 const RC_USER: &str = "borg";
 
 /// Make an rclone backend for `rclone:REMOTE:PATH` (passed to rclone as it is).
@@ -137,37 +145,35 @@ impl Rclone {
         Ok((rcd.http.clone(), rcd.url.clone(), rcd.password.clone()))
     }
 
-    /// Send a request built by `make`, retrying 500s `tries` times.
+    /// Send a request built by `make` under `policy`, which retries the 500s that are not
+    /// "not found" answers (rclone's failures that may pass); an unreachable rcd is final.
     async fn send(
         &self,
-        tries: usize,
+        policy: Retry,
         make: impl Fn(&reqwest::Client, &str, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
         let (http, url, password) = self.endpoint().await?;
-        let mut last = None;
-        for _ in 0..tries.max(1) {
-            let r = make(&http, &url, &password)
-                .send()
-                .await
-                .map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))?;
+        let (http, url, password, make) = (&http, url.as_str(), password.as_str(), &make);
+        let answer = policy.run("rclone request", |_| async move {
+            let r = make(http, url, password).send().await.map_err(|e| {
+                Failure::fatal(Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))
+            })?;
             let status = r.status().as_u16();
             if status == 200 || status == 206 {
                 return Ok(r);
             }
             let text = r.text().await.unwrap_or_default();
-            let err = Error::new(classify(status, &text), format!("rclone: error {status}: {}", short(&text)));
-            if status != 500 || err.kind != ErrorKind::Backend {
-                return Err(err);
-            }
-            last = Some(err);
-        }
-        Err(last.unwrap_or_else(|| Error::backend("rclone: no answer")))
+            let kind = classify(status, &text);
+            let err = Error::new(kind, format!("rclone: error {status}: {}", short(&text)));
+            Err(if status == 500 && kind == ErrorKind::Backend { Failure::transient(err) } else { Failure::fatal(err) })
+        });
+        Ok(answer.await?)
     }
 
     async fn rpc(&self, command: &str, input: Value) -> Result<Value> {
         let body = input.to_string();
         let r = self
-            .send(1, |http, url, pw| {
+            .send(Retry::NONE, |http, url, pw| {
                 http.post(format!("{url}{command}"))
                     .basic_auth(RC_USER, Some(pw))
                     .header("content-type", "application/json")
@@ -344,7 +350,7 @@ impl Backend for Rclone {
         let range = super::http_range(offset, size);
         let path = format!("[{}]/{name}", self.fs);
         let get = || {
-            self.send(TRIES, |http, url, pw| {
+            self.send(SERVER_ERROR_RETRY, |http, url, pw| {
                 let mut rb = http.get(format!("{url}{path}")).basic_auth(RC_USER, Some(pw));
                 if let Some(r) = &range {
                     rb = rb.header("range", r);
@@ -355,17 +361,9 @@ impl Backend for Rclone {
         // rclone's server-side move deletes an existing target before it renames, so a
         // load racing with an overwrite (our stores end in such a move) can find no
         // object for a moment; look again a few times (0.4 s in all) before calling it missing.
-        let mut result = get().await;
-        for pause in [10, 30, 90, 270] {
-            match &result {
-                Err(e) if e.kind == ErrorKind::ObjectNotFound => {
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    result = get().await;
-                }
-                _ => break,
-            }
-        }
-        let r = result?;
+        let missing_is_transient =
+            |e: Error| if e.kind == ErrorKind::ObjectNotFound { Failure::transient(e) } else { Failure::fatal(e) };
+        let r = LOOK_AGAIN.run("rclone load", |_| async { get().await.map_err(missing_is_transient) }).await?;
         let mut data =
             r.bytes().await.map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone: load cut off: {e}")))?;
         crate::backends::cut_tail(&mut data, offset, size);
@@ -382,7 +380,7 @@ impl Backend for Rclone {
         let temp_leaf = format!("{leaf}.{}{TMP_SUFFIX}", hex::encode(rand::random::<[u8; 6]>()));
         let temp = if dir.is_empty() { temp_leaf.clone() } else { format!("{dir}/{temp_leaf}") };
         let leaf = temp_leaf;
-        self.send(TRIES, |http, url, pw| {
+        self.send(SERVER_ERROR_RETRY, |http, url, pw| {
             let part = reqwest::multipart::Part::stream(value.clone())
                 .file_name(leaf.clone())
                 .mime_str("application/octet-stream")
