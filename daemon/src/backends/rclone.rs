@@ -7,6 +7,11 @@
 //! GETs (with Range) for loads. Closing the backend ends the process; so does dropping
 //! it (kill on drop). `RCLONE_BINARY` picks the rclone binary; it must be >= 1.57.
 //! rclone reports no storage-side times, so atime and mtime are 0, as in Python.
+//!
+//! Retries (under the common policy of `backends::retry`): loads and stores that rclone
+//! answers with a 500 other than "not found" are tried three times in all, and a load
+//! that finds no object looks again a few times (a racing move, see `load`); an rcd that
+//! does not answer is not retried.
 
 use super::retry::{Failure, Retry};
 use super::Backend;
@@ -54,6 +59,7 @@ struct Rcd {
     http: reqwest::Client,
 }
 
+/// A store below `remote:path` of rclone, through an `rclone rcd` of its own while open.
 pub struct Rclone {
     /// The rclone fs string: `remote:path/`.
     fs: String,
@@ -65,6 +71,7 @@ fn must_be_open() -> Error {
 }
 
 impl Rclone {
+    /// A backend for rclone's `remote:path` (nothing runs until it is opened).
     pub fn new(path: &str) -> Self {
         let fs = if path.ends_with(':') || path.ends_with('/') { path.to_string() } else { format!("{path}/") };
         Rclone { fs, rcd: Mutex::new(None) }

@@ -25,7 +25,8 @@
 //!   asks paramiko to); OpenSSH does not, so the file is streamed and hashed locally.
 //! - Lost connections: while open, an operation that fails because the connection is
 //!   gone (closed, reset, a request timed out) reconnects and runs again, up to
-//!   `reconnect_tries` times `reconnect_wait` apart; then it fails with ConnectionLost.
+//!   `reconnect_tries` times `reconnect_wait` apart (the common policy of
+//!   `backends::retry`); then it fails with ConnectionLost.
 //!   One that finds the connection already gone connects first, without waiting.
 //!   Concurrent operations share one connection and one reconnect.
 //!   Removals (delete, move) that find their object gone on a retry count as done, as in
