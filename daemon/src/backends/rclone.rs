@@ -169,10 +169,7 @@ impl Rclone {
             if status == 200 || status == 206 {
                 return Ok(r);
             }
-            let text = r.text().await.unwrap_or_default();
-            let kind = classify(status, &text);
-            let err = Error::new(kind, format!("rclone: error {status}: {}", short(&text)));
-            Err(if status == 500 && kind == ErrorKind::Backend { Failure::transient(err) } else { Failure::fatal(err) })
+            Err(answer_failure(status, &r.text().await.unwrap_or_default()))
         });
         Ok(answer.await?)
     }
@@ -241,6 +238,18 @@ fn classify(status: u16, text: &str) -> ErrorKind {
         ErrorKind::ObjectNotFound
     } else {
         ErrorKind::Backend
+    }
+}
+
+/// An rc answer other than 200/206 as a failed attempt: a 500 that is not a "not found"
+/// (a failure of rclone's that may pass) is worth another attempt, anything else is final.
+fn answer_failure(status: u16, text: &str) -> Failure {
+    let kind = classify(status, text);
+    let error = Error::new(kind, format!("rclone: error {status}: {}", short(text)));
+    if status == 500 && kind == ErrorKind::Backend {
+        Failure::transient(error)
+    } else {
+        Failure::fatal(error)
     }
 }
 
@@ -425,5 +434,23 @@ impl Backend for Rclone {
         items.retain(|i| !i.name.ends_with(TMP_SUFFIX) && validate_name(&i.name).is_ok() && !i.name.contains('/'));
         items.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_server_errors_that_may_pass_are_retried() {
+        let e = answer_failure(500, r#"{"error":"couldn't upload: boom","input":{"fs":"/secret/path"}}"#);
+        assert!(e.retriable);
+        assert_eq!(e.error, Error::backend("rclone: error 500: couldn't upload: boom"), "no echoed input");
+        let e = answer_failure(500, r#"{"error":"object not found"}"#);
+        assert_eq!((e.error.kind, e.retriable), (ErrorKind::ObjectNotFound, false));
+        let e = answer_failure(404, "not here");
+        assert_eq!((e.error.kind, e.retriable), (ErrorKind::ObjectNotFound, false));
+        assert!(!answer_failure(400, "bad request").retriable);
+        assert!(!answer_failure(503, "busy").retriable, "only 500s, as before");
     }
 }
