@@ -262,11 +262,11 @@ impl Sftp {
         let mut usable = current.filter(|c| !c.is_closed());
         loop {
             let retry = tries.attempt() > 0;
-            let result = match usable.take() {
+            let conn = match usable.take() {
                 Some(c) => Ok(c),
                 None => self.reconnect(failed).await,
             };
-            let result = match result {
+            let result = match conn {
                 Ok(c) => {
                     failed = Some(c.id);
                     op(c).await
