@@ -13,6 +13,7 @@
 //! - [`url`]: turns a store URL into a backend.
 //! - [`body`]: a value that arrives in pieces (a streamed REST upload).
 //! - [`durability`]: the `fsync` setting, what each mode promises and how backends keep it.
+//! - `retry` (with any remote backend): the one retry policy of the remote backends.
 //!
 //! A backend is shared (`Arc<dyn Backend>`) and called concurrently; it keeps its own
 //! state behind interior mutability. Backends never block an async executor thread:
@@ -26,6 +27,8 @@ pub mod posixfs;
 pub mod rclone;
 #[cfg(feature = "rest-client")]
 pub mod rest_client;
+#[cfg(any(feature = "sftp", feature = "s3", feature = "rclone", feature = "rest-client"))]
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "sftp")]

@@ -7,7 +7,13 @@
 //! GETs (with Range) for loads. Closing the backend ends the process; so does dropping
 //! it (kill on drop). `RCLONE_BINARY` picks the rclone binary; it must be >= 1.57.
 //! rclone reports no storage-side times, so atime and mtime are 0, as in Python.
+//!
+//! Retries (under the common policy of `backends::retry`): loads and stores that rclone
+//! answers with a 500 other than "not found" are tried three times in all, and a load
+//! that finds no object looks again a few times (a racing move, see `load`); an rcd that
+//! does not answer is not retried.
 
+use super::retry::{Failure, Retry};
 use super::Backend;
 use crate::names::{validate_item_name, validate_name, TMP_SUFFIX};
 use async_trait::async_trait;
@@ -19,8 +25,15 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-/// Loads and stores are tried this often when rclone answers 500.
-const TRIES: usize = 3;
+/// Loads and stores are tried three times in all, right away, when rclone answers 500.
+const SERVER_ERROR_RETRY: Retry = Retry::Every { wait: Duration::ZERO, retries: 2 };
+/// The pauses before a load looks again for an object it did not find.
+const LOOK_AGAIN: Retry = Retry::Pauses(&[
+    Duration::from_millis(10),
+    Duration::from_millis(30),
+    Duration::from_millis(90),
+    Duration::from_millis(270),
+]);
 const RC_USER: &str = "borg";
 
 /// Make an rclone backend for `rclone:REMOTE:PATH` (passed to rclone as it is).
@@ -46,6 +59,7 @@ struct Rcd {
     http: reqwest::Client,
 }
 
+/// A store below `remote:path` of rclone, through an `rclone rcd` of its own while open.
 pub struct Rclone {
     /// The rclone fs string: `remote:path/`.
     fs: String,
@@ -57,6 +71,7 @@ fn must_be_open() -> Error {
 }
 
 impl Rclone {
+    /// A backend for rclone's `remote:path` (nothing runs until it is opened).
     pub fn new(path: &str) -> Self {
         let fs = if path.ends_with(':') || path.ends_with('/') { path.to_string() } else { format!("{path}/") };
         Rclone { fs, rcd: Mutex::new(None) }
@@ -137,37 +152,32 @@ impl Rclone {
         Ok((rcd.http.clone(), rcd.url.clone(), rcd.password.clone()))
     }
 
-    /// Send a request built by `make`, retrying 500s `tries` times.
+    /// Send a request built by `make` under `policy`, which retries the 500s that are not
+    /// "not found" answers (rclone's failures that may pass); an unreachable rcd is final.
     async fn send(
         &self,
-        tries: usize,
+        policy: Retry,
         make: impl Fn(&reqwest::Client, &str, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
         let (http, url, password) = self.endpoint().await?;
-        let mut last = None;
-        for _ in 0..tries.max(1) {
-            let r = make(&http, &url, &password)
-                .send()
-                .await
-                .map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))?;
+        let (http, url, password, make) = (&http, url.as_str(), password.as_str(), &make);
+        let answer = policy.run("rclone request", |_| async move {
+            let r = make(http, url, password).send().await.map_err(|e| {
+                Failure::fatal(Error::new(ErrorKind::ConnectionLost, format!("rclone rcd not reachable: {e}")))
+            })?;
             let status = r.status().as_u16();
             if status == 200 || status == 206 {
                 return Ok(r);
             }
-            let text = r.text().await.unwrap_or_default();
-            let err = Error::new(classify(status, &text), format!("rclone: error {status}: {}", short(&text)));
-            if status != 500 || err.kind != ErrorKind::Backend {
-                return Err(err);
-            }
-            last = Some(err);
-        }
-        Err(last.unwrap_or_else(|| Error::backend("rclone: no answer")))
+            Err(answer_failure(status, &r.text().await.unwrap_or_default()))
+        });
+        Ok(answer.await?)
     }
 
     async fn rpc(&self, command: &str, input: Value) -> Result<Value> {
         let body = input.to_string();
         let r = self
-            .send(1, |http, url, pw| {
+            .send(Retry::NONE, |http, url, pw| {
                 http.post(format!("{url}{command}"))
                     .basic_auth(RC_USER, Some(pw))
                     .header("content-type", "application/json")
@@ -228,6 +238,18 @@ fn classify(status: u16, text: &str) -> ErrorKind {
         ErrorKind::ObjectNotFound
     } else {
         ErrorKind::Backend
+    }
+}
+
+/// An rc answer other than 200/206 as a failed attempt: a 500 that is not a "not found"
+/// (a failure of rclone's that may pass) is worth another attempt, anything else is final.
+fn answer_failure(status: u16, text: &str) -> Failure {
+    let kind = classify(status, text);
+    let error = Error::new(kind, format!("rclone: error {status}: {}", short(text)));
+    if status == 500 && kind == ErrorKind::Backend {
+        Failure::transient(error)
+    } else {
+        Failure::fatal(error)
     }
 }
 
@@ -344,7 +366,7 @@ impl Backend for Rclone {
         let range = super::http_range(offset, size);
         let path = format!("[{}]/{name}", self.fs);
         let get = || {
-            self.send(TRIES, |http, url, pw| {
+            self.send(SERVER_ERROR_RETRY, |http, url, pw| {
                 let mut rb = http.get(format!("{url}{path}")).basic_auth(RC_USER, Some(pw));
                 if let Some(r) = &range {
                     rb = rb.header("range", r);
@@ -355,17 +377,9 @@ impl Backend for Rclone {
         // rclone's server-side move deletes an existing target before it renames, so a
         // load racing with an overwrite (our stores end in such a move) can find no
         // object for a moment; look again a few times (0.4 s in all) before calling it missing.
-        let mut result = get().await;
-        for pause in [10, 30, 90, 270] {
-            match &result {
-                Err(e) if e.kind == ErrorKind::ObjectNotFound => {
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    result = get().await;
-                }
-                _ => break,
-            }
-        }
-        let r = result?;
+        let missing_is_transient =
+            |e: Error| if e.kind == ErrorKind::ObjectNotFound { Failure::transient(e) } else { Failure::fatal(e) };
+        let r = LOOK_AGAIN.run("rclone load", |_| async { get().await.map_err(missing_is_transient) }).await?;
         let mut data =
             r.bytes().await.map_err(|e| Error::new(ErrorKind::ConnectionLost, format!("rclone: load cut off: {e}")))?;
         crate::backends::cut_tail(&mut data, offset, size);
@@ -382,7 +396,7 @@ impl Backend for Rclone {
         let temp_leaf = format!("{leaf}.{}{TMP_SUFFIX}", hex::encode(rand::random::<[u8; 6]>()));
         let temp = if dir.is_empty() { temp_leaf.clone() } else { format!("{dir}/{temp_leaf}") };
         let leaf = temp_leaf;
-        self.send(TRIES, |http, url, pw| {
+        self.send(SERVER_ERROR_RETRY, |http, url, pw| {
             let part = reqwest::multipart::Part::stream(value.clone())
                 .file_name(leaf.clone())
                 .mime_str("application/octet-stream")
@@ -420,5 +434,23 @@ impl Backend for Rclone {
         items.retain(|i| !i.name.ends_with(TMP_SUFFIX) && validate_name(&i.name).is_ok() && !i.name.contains('/'));
         items.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_server_errors_that_may_pass_are_retried() {
+        let e = answer_failure(500, r#"{"error":"couldn't upload: boom","input":{"fs":"/secret/path"}}"#);
+        assert!(e.retriable);
+        assert_eq!(e.error, Error::backend("rclone: error 500: couldn't upload: boom"), "no echoed input");
+        let e = answer_failure(500, r#"{"error":"object not found"}"#);
+        assert_eq!((e.error.kind, e.retriable), (ErrorKind::ObjectNotFound, false));
+        let e = answer_failure(404, "not here");
+        assert_eq!((e.error.kind, e.retriable), (ErrorKind::ObjectNotFound, false));
+        assert!(!answer_failure(400, "bad request").retriable);
+        assert!(!answer_failure(503, "busy").retriable, "only 500s, as before");
     }
 }

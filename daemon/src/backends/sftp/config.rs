@@ -20,6 +20,11 @@
 //! ssh-agent), and `/etc/ssh/ssh_config` then `~/.ssh/config` for `HostName`, `User`,
 //! `Port`, `IdentityFile` and `UserKnownHostsFile` (the user file wins, as in Python).
 //! There is deliberately no switch to accept unknown host keys.
+//!
+//! The ssh_config reader ([`lookup`]) is our own: the maintained crate, `ssh2-config`,
+//! needs Rust 1.88 (we build with 1.80), takes `~` from the process's home instead of
+//! [`SftpOptions::home`] and expands none of the `%d %u %h %r %p` tokens; `ssh_config` has
+//! had one release, in 2020. We need only five keywords of the format.
 
 use super::url::SftpUrl;
 use borgstore_ipc::{Error, Result};
@@ -56,11 +61,16 @@ pub struct SftpOptions {
     pub fsync: bool,
 }
 
-/// The defaults of Python borgstore's sftp backend.
+// The defaults of Python borgstore's sftp backend.
+/// Default of [`SftpOptions::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`SftpOptions::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of [`SftpOptions::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default of [`SftpOptions::reconnect_tries`].
 pub const DEFAULT_RECONNECT_TRIES: u32 = 3;
+/// Default of [`SftpOptions::reconnect_wait`].
 pub const DEFAULT_RECONNECT_WAIT: Duration = Duration::from_secs(5);
 
 impl SftpOptions {
@@ -160,10 +170,15 @@ pub fn local_user() -> String {
 /// Values one ssh_config file gives a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostConfig {
+    /// `HostName` (with `%h` expanded): the real host to connect to.
     pub hostname: Option<String>,
+    /// `User`: the login name.
     pub user: Option<String>,
+    /// `Port`.
     pub port: Option<u16>,
+    /// Every `IdentityFile`, unexpanded.
     pub identity_files: Vec<String>,
+    /// `UserKnownHostsFile`'s files, unexpanded.
     pub known_hosts_files: Vec<String>,
 }
 
@@ -310,7 +325,9 @@ fn expand_path(raw: &str, home: Option<&Path>, host: &str, user: &str, port: u16
 pub struct Target {
     /// Host name or address to connect to (after ssh_config `HostName`).
     pub host: String,
+    /// TCP port.
     pub port: u16,
+    /// Login name.
     pub user: String,
     /// The store path on the server, relative or absolute, as in the URL.
     pub path: String,

@@ -10,8 +10,17 @@
 //! The policy (see [`verify`]) is OpenSSH's `StrictHostKeyChecking yes`: a host without
 //! an entry is refused, a host whose recorded key of the same type differs is refused
 //! loudly (possible man-in-the-middle); nothing is ever written to a known_hosts file.
+//!
+//! Maintained crates do the decoding: `ssh-key` (through russh) reads markers, hashed
+//! names ([`HostPatterns`]) and keys, `hmac` + `sha1` check a hashed name. Hand-written,
+//! because `ssh-key` has no matching at all: wildcards, negation and the `[host]:port`
+//! form ([`host_port_name`], [`host_list_matches`], [`wildcard_match`]). A line is split
+//! into fields here, not by `ssh_key::known_hosts::Entry`, which splits at single spaces
+//! only (OpenSSH takes any run of blanks) and reads a host field that starts with a
+//! hashed name as that one name (we accept hashed names anywhere in a comma list).
 
-use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::ssh_key::known_hosts::{HostPatterns, Marker as LineMarker};
 use russh::keys::{HashAlg, PublicKey};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,9 +37,13 @@ pub enum Marker {
 /// One known_hosts line that applies to the host we connect to.
 #[derive(Debug, Clone)]
 pub struct KnownHost {
+    /// The known_hosts file it is in.
     pub file: PathBuf,
+    /// Its line number (from 1).
     pub line: usize,
+    /// Trusted or revoked.
     pub marker: Marker,
+    /// The host key it records.
     pub key: PublicKey,
 }
 
@@ -44,37 +57,22 @@ pub fn host_port_name(host: &str, port: u16) -> String {
     }
 }
 
-/// HMAC-SHA1 (RFC 2104), the hash of hashed known_hosts entries.
-fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
-    use sha1::{Digest, Sha1};
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..20].copy_from_slice(&Sha1::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha1::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha1::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// Does the hashed entry `|1|salt|hash` name `name`?
+/// Does the hashed entry `|1|salt|hash` name `name`? (HMAC-SHA1 of the name, keyed
+/// with the salt.)
 fn hashed_match(entry: &str, name: &str) -> bool {
-    let mut parts = entry.split('|');
-    let (Some(""), Some("1"), Some(salt), Some(hash), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let Ok(parsed) = entry.parse::<HostPatterns>() else {
         return false;
     };
-    let b64 = base64::engine::general_purpose::STANDARD;
-    match (b64.decode(salt), b64.decode(hash)) {
-        (Ok(salt), Ok(hash)) => hmac_sha1(&salt, name.as_bytes())[..] == hash[..],
-        _ => false,
+    // The crate zero-fills a hash that decodes to fewer than 20 bytes; re-encoding it
+    // must give the entry back, so only a whole, well-formed hash can match.
+    let HostPatterns::HashedName { salt, hash } = &parsed else {
+        return false;
+    };
+    if parsed.to_string() != entry {
+        return false;
     }
+    Hmac::<sha1_hmac::Sha1>::new_from_slice(salt)
+        .is_ok_and(|mac| mac.chain_update(name.as_bytes()).verify_slice(hash).is_ok())
 }
 
 /// OpenSSH `match_pattern`: `*` matches any run of characters, `?` exactly one.
@@ -139,12 +137,15 @@ pub fn parse_entries(text: &str, file: &Path, name: &str) -> Vec<KnownHost> {
         if first.starts_with('#') {
             continue;
         }
-        let marker = match first {
-            "@revoked" => Marker::Revoked,
-            // Host certificates are never requested, so CA lines cannot apply.
-            "@cert-authority" => continue,
-            m if m.starts_with('@') => continue,
-            _ => Marker::Trusted,
+        let marker = if first.starts_with('@') {
+            match first.parse::<LineMarker>() {
+                Ok(LineMarker::Revoked) => Marker::Revoked,
+                // Host certificates are never requested, so CA lines cannot apply;
+                // unknown markers are skipped as OpenSSH does.
+                Ok(LineMarker::CertAuthority) | Err(_) => continue,
+            }
+        } else {
+            Marker::Trusted
         };
         if marker == Marker::Revoked {
             match fields.next() {
@@ -192,11 +193,20 @@ pub enum Verdict {
     /// A trusted entry lists exactly this key.
     Trusted,
     /// The key is listed as `@revoked`.
-    Revoked { at: String },
+    Revoked {
+        /// `file:line` of the `@revoked` entry.
+        at: String,
+    },
     /// The host is known with a different key of the same type: refuse loudly.
-    Mismatch { at: Vec<String> },
+    Mismatch {
+        /// `file:line` of each entry with another key of that type.
+        at: Vec<String>,
+    },
     /// The host is known, but only with keys of other types.
-    OtherTypes { types: Vec<String> },
+    OtherTypes {
+        /// The key types recorded for the host.
+        types: Vec<String>,
+    },
     /// The host is not in any known_hosts file.
     Unknown,
 }
@@ -280,6 +290,7 @@ pub fn refusal_message(verdict: &Verdict, host: &str, port: u16, key: &PublicKey
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     const ED_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const ED_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF";
@@ -294,16 +305,38 @@ mod tests {
     }
 
     #[test]
-    fn hmac_sha1_rfc2202() {
-        assert_eq!(hex::encode(hmac_sha1(&[0x0b; 20], b"Hi There")), "b617318655057264e28bc0b6fb378c8ef146be00");
-        assert_eq!(
-            hex::encode(hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
-            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-        );
-        assert_eq!(
-            hex::encode(hmac_sha1(&[0xaa; 80], b"Test Using Larger Than Block-Size Key - Hash Key First")),
-            "aa4ae5e15272d00e95705637ce8a3b55ed402112"
-        );
+    fn hashed_names_are_hmac_sha1_rfc2202() {
+        // RFC 2202 test cases as hashed entries: the salt is the key, the name the message.
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let entry = |key: &[u8], digest: &str| format!("|1|{}|{}", b64(key), b64(&hex::decode(digest).unwrap()));
+        let cases: [(&[u8], &str, &str); 3] = [
+            (&[0x0b; 20], "Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+            (b"Jefe", "what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+            (
+                &[0xaa; 80],
+                "Test Using Larger Than Block-Size Key - Hash Key First",
+                "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+            ),
+        ];
+        for (key, message, digest) in cases {
+            assert!(hashed_match(&entry(key, digest), message), "{message}");
+            assert!(!hashed_match(&entry(key, digest), "other"), "{message}");
+        }
+        // A hash cut short never matches, even where the missing byte would be zero
+        // (the crate zero-fills a short hash).
+        let name = (0..)
+            .map(|i| format!("host{i}"))
+            .find(|n| {
+                let mac = Hmac::<sha1_hmac::Sha1>::new_from_slice(b"salt").unwrap().chain_update(n.as_bytes());
+                mac.finalize().into_bytes()[19] == 0
+            })
+            .unwrap();
+        let mac = Hmac::<sha1_hmac::Sha1>::new_from_slice(b"salt").unwrap().chain_update(name.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        assert!(hashed_match(&format!("|1|{}|{}", b64(b"salt"), b64(&digest)), &name));
+        assert!(!hashed_match(&format!("|1|{}|{}", b64(b"salt"), b64(&digest[..19])), &name));
+        assert!(!hashed_match("|1|salt", "x"));
+        assert!(!hashed_match("|1|||", "x"));
     }
 
     #[test]

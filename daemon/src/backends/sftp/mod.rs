@@ -25,7 +25,8 @@
 //!   asks paramiko to); OpenSSH does not, so the file is streamed and hashed locally.
 //! - Lost connections: while open, an operation that fails because the connection is
 //!   gone (closed, reset, a request timed out) reconnects and runs again, up to
-//!   `reconnect_tries` times `reconnect_wait` apart; then it fails with ConnectionLost.
+//!   `reconnect_tries` times `reconnect_wait` apart (the common policy of
+//!   `backends::retry`); then it fails with ConnectionLost.
 //!   One that finds the connection already gone connects first, without waiting.
 //!   Concurrent operations share one connection and one reconnect.
 //!   Removals (delete, move) that find their object gone on a retry count as done, as in
@@ -39,6 +40,7 @@ pub mod conn;
 pub mod known_hosts;
 pub mod url;
 
+use super::retry::{Failure, Retry};
 use super::Backend;
 use crate::hashing::HashAlgorithm;
 use crate::names::{shown, validate_item_name, validate_name};
@@ -239,8 +241,10 @@ impl Sftp {
     }
 
     /// Run `op` on the connection; when the connection turns out lost, reconnect and
-    /// run it again (Python's `with_reconnect`). With `gone_is_done`, ObjectNotFound on
-    /// a retry means an earlier attempt already did the work.
+    /// run it again (Python's `with_reconnect`), under the common retry policy: up to
+    /// `reconnect_tries` retries, `reconnect_wait` apart, retrying lost connections only.
+    /// With `gone_is_done`, ObjectNotFound on a retry means an earlier attempt already
+    /// did the work.
     async fn run<T, F, Fut>(&self, what: &str, gone_is_done: Option<T>, op: F) -> Result<T>
     where
         F: Fn(Arc<Conn>) -> Fut,
@@ -248,67 +252,61 @@ impl Sftp {
     {
         self.must_be_open()?;
         let mut gone_is_done = gone_is_done;
+        let options = &self.inner.options;
+        let label = format!("sftp: {what}");
+        let mut tries = Retry::Every { wait: options.reconnect_wait, retries: options.reconnect_tries }.start(&label);
         // A connection known to be gone (closed, or an earlier reconnect failed) is
         // replaced right away: that is this operation's first attempt, not a retry.
         let current = lock(&self.inner.conn).clone();
         let mut failed = current.as_ref().map(|c| c.id);
-        let first = match current {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.reconnect(failed).await,
-        };
-        let mut last = match first {
-            Ok(c) => {
-                failed = Some(c.id);
-                match op(c).await {
-                    Err(e) if e.kind == ErrorKind::ConnectionLost => e,
-                    other => return other,
-                }
-            }
-            Err(e) if e.kind == ErrorKind::ConnectionLost => e,
-            Err(e) => return Err(e),
-        };
-        let options = &self.inner.options;
-        tracing::warn!("sftp: {what}: {}; reconnecting", last.message);
-        for attempt in 1..=options.reconnect_tries {
-            tokio::time::sleep(options.reconnect_wait).await;
-            if !self.inner.opened.is_open() {
-                break;
-            }
-            let c = match self.reconnect(failed).await {
-                Ok(c) => c,
-                Err(e) if e.kind == ErrorKind::ConnectionLost => {
-                    tracing::warn!(
-                        "sftp: reconnect attempt {attempt}/{} failed: {}",
-                        options.reconnect_tries,
-                        e.message
-                    );
-                    last = e;
-                    continue;
-                }
-                Err(e) => return Err(e),
+        let mut usable = current.filter(|c| !c.is_closed());
+        loop {
+            let retry = tries.attempt() > 0;
+            let conn = match usable.take() {
+                Some(c) => Ok(c),
+                None => self.reconnect(failed).await,
             };
-            failed = Some(c.id);
-            match op(c).await {
+            let result = match conn {
+                Ok(c) => {
+                    failed = Some(c.id);
+                    op(c).await
+                }
+                Err(e) => Err(e),
+            };
+            let error = match result {
                 Ok(v) => {
-                    tracing::info!("sftp: {what}: done after reconnecting (attempt {attempt})");
+                    if retry {
+                        tracing::info!("sftp: {what}: done after reconnecting (attempt {})", tries.attempt());
+                    }
                     return Ok(v);
                 }
-                Err(e) if e.kind == ErrorKind::ObjectNotFound && gone_is_done.is_some() => {
+                Err(e) if retry && e.kind == ErrorKind::ObjectNotFound && gone_is_done.is_some() => {
                     tracing::info!("sftp: {what}: already done before the connection was lost");
                     return gone_is_done.take().ok_or(e);
                 }
-                Err(e) if e.kind == ErrorKind::ConnectionLost => last = e,
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let last = error.clone();
+            match tries.after(Failure::if_lost(error)).await {
+                Err(Failure { error, retriable: true }) => return Err(self.gave_up(what, &error)),
+                Err(failure) => return Err(failure.error),
+                // Closed meanwhile: reconnecting would open a closed backend again.
+                Ok(()) if !self.inner.opened.is_open() => return Err(self.gave_up(what, &last)),
+                Ok(()) => {}
             }
         }
-        let target =
-            format!("{}{}", self.inner.url.host, self.inner.url.port.map(|p| format!(":{p}")).unwrap_or_default());
-        Err(lost(format!(
+    }
+
+    /// The error of an operation whose connection stayed lost through all retries.
+    fn gave_up(&self, what: &str, last: &Error) -> Error {
+        let url = &self.inner.url;
+        let target = format!("{}{}", url.host, url.port.map(|p| format!(":{p}")).unwrap_or_default());
+        lost(format!(
             "sftp: {what} failed: the connection to {target} was lost and could not be re-established \
              (reconnect attempts: {}; last error: {})",
-            options.reconnect_tries,
+            self.inner.options.reconnect_tries,
             last.message.strip_prefix("sftp: ").unwrap_or(&last.message)
-        )))
+        ))
     }
 
     async fn store_once(&self, c: &Conn, name: &str, value: &[u8]) -> Result<()> {
