@@ -26,7 +26,9 @@ const PIECES: usize = 8;
 /// A value to store, whole or arriving.
 #[derive(Debug)]
 pub enum Body {
+    /// The whole value, already in memory.
     Full(Bytes),
+    /// A value still arriving from the client.
     Stream(BodyStream),
 }
 
@@ -39,6 +41,7 @@ impl Body {
         }
     }
 
+    /// Is the (announced) length zero?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -116,6 +119,7 @@ impl BodyStream {
         self.len
     }
 
+    /// Is the announced length zero?
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

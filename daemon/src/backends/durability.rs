@@ -25,13 +25,17 @@ use borgstore_ipc::{Error, Result};
 /// The durability of acknowledged writes (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum FsyncMode {
+    /// Acknowledge once the operating system has the bytes; nothing is flushed.
     Off,
+    /// Flush each write (file, then directories) before acknowledging it.
     Always,
+    /// The promise of `Always`, with flushes shared by concurrent writes.
     #[default]
     Batch,
 }
 
 impl FsyncMode {
+    /// The setting as written: `off`, `always` or `batch`.
     pub fn name(self) -> &'static str {
         match self {
             FsyncMode::Off => "off",

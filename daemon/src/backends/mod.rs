@@ -48,7 +48,14 @@ pub enum DefragTarget {
     Name(String),
     /// Name the result after the hex digest of its content, in `namespace` (may be
     /// empty) at `levels` nesting levels.
-    Hashed { algorithm: HashAlgorithm, namespace: String, levels: u32 },
+    Hashed {
+        /// The digest whose hex form is the name.
+        algorithm: HashAlgorithm,
+        /// The namespace to store it in; empty for the store root.
+        namespace: String,
+        /// Nesting levels of the name below `namespace` (0: none).
+        levels: u32,
+    },
 }
 
 /// The backend-level store API (DESIGN.md section 3, REST-API.md routes).

@@ -4,14 +4,17 @@
 use borgstore_ipc::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The open flag of one backend; starts closed.
 #[derive(Debug, Default)]
 pub struct OpenState(AtomicBool);
 
 impl OpenState {
+    /// Is the backend open now?
     pub fn is_open(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// Ok when open; BackendMustBeOpen when not.
     pub fn must_be_open(&self) -> Result<()> {
         if self.is_open() {
             Ok(())
@@ -20,6 +23,7 @@ impl OpenState {
         }
     }
 
+    /// Ok when closed; BackendMustNotBeOpen when open.
     pub fn must_not_be_open(&self) -> Result<()> {
         if self.is_open() {
             Err(Error::must_not_be_open())

@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// Options only some backends accept.
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
+    /// Permissions, quota and fsync of `file:` stores.
     pub posixfs: PosixFsOptions,
     /// Durability of acknowledged writes, for backends that can flush (sftp).
     pub fsync: super::durability::FsyncMode,

@@ -83,10 +83,12 @@ impl Permissions {
         Permissions::default()
     }
 
+    /// Is the map empty, so that every operation is allowed?
     pub fn is_unrestricted(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// The name -> letters map as given (empty when unrestricted).
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.map
     }

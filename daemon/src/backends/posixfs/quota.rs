@@ -26,6 +26,7 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_secs(300);
 /// In-memory quota state of one open backend.
 #[derive(Debug)]
 pub struct QuotaState {
+    /// The most bytes the store may use.
     pub limit: u64,
     /// Usage as this process believes it (persisted value + own unpersisted changes).
     pub usage: i64,
@@ -34,6 +35,7 @@ pub struct QuotaState {
 }
 
 impl QuotaState {
+    /// A state with `limit` bytes and usage 0, not yet read from disk.
     pub fn new(limit: u64) -> Self {
         QuotaState { limit, usage: 0, persisted: 0, last_persist: Instant::now() }
     }

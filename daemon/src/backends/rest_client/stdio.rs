@@ -26,6 +26,8 @@ fn lost(what: &str, detail: impl std::fmt::Display) -> Error {
 }
 
 impl StdioSession {
+    /// Spawn `command` (program, then arguments) and open HTTP/1.1 over its pipes.
+    /// ConnectionLost when it cannot be started or the handshake fails; InvalidArgument when empty.
     pub async fn start(command: &[String]) -> Result<StdioSession> {
         let (program, args) = command.split_first().ok_or_else(|| Error::invalid("empty stdio command"))?;
         let mut child = Command::new(program)

@@ -17,13 +17,18 @@ const SSH_ALIVE_COUNT_MAX: u32 = 3;
 /// Where and how to reach a REST server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// A REST server over HTTP(S).
     Http {
+        /// `scheme://host[:port][/prefix]` without a trailing `/`; routes are appended to it.
         base: String,
+        /// From the URL, else `BORGSTORE_REST_USERNAME`; basic auth needs both parts.
         username: Option<String>,
+        /// From the URL (percent-decoded), else `BORGSTORE_REST_PASSWORD`.
         password: Option<String>,
     },
     /// A command that speaks HTTP on its stdin/stdout.
     Stdio {
+        /// Program and arguments: ssh (or `BORGSTORE_RSH`) or the local server.
         command: Vec<String>,
     },
 }

@@ -30,11 +30,14 @@ pub const MAX_PATH_LENGTH: usize = 900;
 /// Plain S3 or Backblaze B2 (which needs a few client tweaks, see the module docs of `s3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
+    /// Amazon S3 or any S3-compatible service (`s3:`).
     S3,
+    /// Backblaze B2 through its S3 API (`b2:`).
     B2,
 }
 
 impl Flavor {
+    /// The URL prefix without its colon: `s3` or `b2`.
     pub fn scheme(self) -> &'static str {
         match self {
             Flavor::S3 => "s3",
@@ -51,7 +54,12 @@ pub enum Auth {
     /// A named profile from `~/.aws/config` / `~/.aws/credentials`.
     Profile(String),
     /// Static credentials from the URL.
-    Keys { access_key_id: String, secret_access_key: String },
+    Keys {
+        /// The access key ID, percent-decoded.
+        access_key_id: String,
+        /// The secret, percent-decoded; `Debug` shows it as `***`.
+        secret_access_key: String,
+    },
 }
 
 impl fmt::Debug for Auth {
@@ -71,7 +79,9 @@ impl fmt::Debug for Auth {
 pub struct Endpoint {
     /// `http` or `https` (lowercase).
     pub scheme: String,
+    /// Host name or IPv4 address.
     pub host: String,
+    /// None: the scheme's default port.
     pub port: Option<u16>,
 }
 
@@ -94,9 +104,13 @@ impl Endpoint {
 /// A parsed `s3:` / `b2:` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Url {
+    /// Which prefix the URL had.
     pub flavor: Flavor,
+    /// Where the credentials come from.
     pub auth: Auth,
+    /// None: the SDK's endpoint resolution (AWS, or `AWS_ENDPOINT_URL`).
     pub endpoint: Option<Endpoint>,
+    /// The bucket name, as in the URL.
     pub bucket: String,
     /// The store's key prefix in the bucket, percent-decoded, without trailing `/`.
     pub path: String,

@@ -78,7 +78,9 @@ pub fn is_lost(e: &SftpError) -> bool {
 
 /// Key material and known hosts, loaded from files before connecting (off the executor).
 pub struct Prepared {
+    /// Where to connect and as whom.
     pub target: Target,
+    /// The known_hosts entries for this host and port.
     pub known: Vec<KnownHost>,
     /// Configured keys (options, then ssh_config), with why one is unusable.
     pub keys: Vec<(PathBuf, std::result::Result<Arc<PrivateKey>, String>)>,
@@ -207,9 +209,11 @@ pub struct Conn {
     /// Tells connections apart, so concurrent failures reconnect only once.
     pub id: u64,
     ssh: Handle<Client>,
+    /// The sftp session on this connection.
     pub sftp: Arc<RawSftpSession>,
     /// The store directory: absolute once opened (realpath), else as in the URL.
     pub base: String,
+    /// The server offers `posix-rename@openssh.com` (rename replaces atomically).
     pub posix_rename: bool,
     /// The server offers `fsync@openssh.com`.
     pub fsync: bool,
@@ -326,10 +330,12 @@ impl Conn {
         join(&self.base, name)
     }
 
+    /// The attributes of the server path `path` (symlinks followed).
     pub async fn stat(&self, path: &str) -> std::result::Result<FileAttributes, SftpError> {
         Ok(self.sftp.stat(path).await?.attrs)
     }
 
+    /// The server's canonical absolute form of `path`.
     pub async fn realpath(&self, path: &str) -> std::result::Result<String, SftpError> {
         let name = self.sftp.realpath(path).await?;
         name.files
@@ -408,14 +414,17 @@ impl Conn {
         });
     }
 
+    /// Open `path` for reading; the handle goes back through [`Conn::close_read`].
     pub async fn open_read(&self, path: &str) -> std::result::Result<String, SftpError> {
         Ok(self.sftp.open(path, OpenFlags::READ, FileAttributes::empty()).await?.handle)
     }
 
+    /// Close a handle from [`Conn::open_read`] without waiting.
     pub fn close_read(&self, handle: String) {
         self.close_later(handle)
     }
 
+    /// The size in bytes of the open file; an error when the server does not say.
     pub async fn size(&self, handle: &str) -> std::result::Result<u64, SftpError> {
         let attrs = self.sftp.fstat(handle).await?.attrs;
         attrs.size.ok_or_else(|| SftpError::UnexpectedBehavior("the server did not tell the file size".into()))
