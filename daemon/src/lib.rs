@@ -32,8 +32,6 @@
 
 pub mod access;
 pub mod actor;
-// documented in the backends split (issue 12), see backends/mod.rs
-#[allow(missing_docs)]
 pub mod backends;
 pub mod commands;
 pub mod config;
