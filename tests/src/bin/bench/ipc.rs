@@ -1,0 +1,185 @@
+//! Section `ipc`: the store engine in-process vs borgstored over IPC (1 and 16 clients)
+//! vs Python borgstore 0.7.0 in-process, on store, load, info, list, delete of 4 KiB and
+//! 8 MiB values in a `data/` namespace with 2 nesting levels (fsync off, as in Python);
+//! and the daemon's memory before and after 64 concurrent clients.
+
+use crate::common::{bench_daemon, keys, pick, rss_kib, Rates, OPS};
+use borgstore_client::{Client, ClientOptions};
+use borgstore_daemon::backends::durability::FsyncMode;
+use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
+use borgstore_daemon::store::config::namespaces;
+use borgstore_daemon::store::{Emulator, Store};
+use borgstore_tests::daemon::Daemon;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+async fn engine_run(size: usize, n: usize) -> Rates {
+    let dir = tempfile::tempdir().unwrap();
+    let options = PosixFsOptions { fsync: FsyncMode::Off, ..Default::default() };
+    let be = Arc::new(PosixFs::new(dir.path().join("s"), options).unwrap());
+    let s = Store::with_emulator(be, namespaces(&[("data/", &[2]), ("", &[0])]).unwrap(), Emulator::OFF);
+    s.create().await.unwrap();
+    s.open().await.unwrap();
+    let value = Bytes::from(vec![0x5au8; size]);
+    let ks = keys(n);
+    let mut r = Rates::new();
+    let t = Instant::now();
+    for k in &ks {
+        s.store(k, value.clone()).await.unwrap();
+    }
+    r.insert("store", n as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for k in &ks {
+        assert_eq!(s.load(k, 0, None, false).await.unwrap().len(), size);
+    }
+    r.insert("load", n as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for k in &ks {
+        s.info(k, false).await.unwrap();
+    }
+    r.insert("info", n as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let listed = s.list("data", false).unwrap().collect().await.unwrap().len();
+    assert_eq!(listed, n);
+    r.insert("list", n as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for k in &ks {
+        s.delete(k, false).await.unwrap();
+    }
+    r.insert("delete", n as f64 / t.elapsed().as_secs_f64());
+    s.close().await.unwrap();
+    r
+}
+
+/// The same workload through the daemon, split over `clients` concurrent clients.
+async fn daemon_run(d: &Daemon, store: &str, size: usize, n: usize, clients: usize) -> Rates {
+    let first = Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap();
+    first.create().await.unwrap();
+    let mut cs = Vec::new();
+    for _ in 0..clients {
+        cs.push(Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap());
+    }
+    let ks = Arc::new(keys(n));
+    let value = Arc::new(vec![0x5au8; size]);
+    let mut r = Rates::new();
+    for op in ["store", "load", "info", "delete"] {
+        if op == "delete" {
+            let t = Instant::now();
+            let listed = first.list("data", false).await.unwrap().collect().await.unwrap().len();
+            assert_eq!(listed, n);
+            r.insert("list", n as f64 / t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for (ci, c) in cs.iter().enumerate() {
+            let (c, ks, value) = (c.clone(), ks.clone(), value.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in ks.iter().skip(ci).step_by(clients) {
+                    match op {
+                        "store" => c.store(k, value.to_vec()).await.unwrap(),
+                        "load" => {
+                            assert_eq!(c.load(k, 0, None, false).await.unwrap().len(), value.len())
+                        }
+                        "info" => assert!(c.info(k, false).await.unwrap().exists),
+                        _ => c.delete(k, false).await.unwrap(),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        r.insert(op, n as f64 / t.elapsed().as_secs_f64());
+    }
+    first.destroy().await.unwrap();
+    r
+}
+
+/// Python borgstore in-process on the same workload, from the venv tests/run makes.
+fn python_run(size: usize, n: usize) -> Result<Rates, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let py = std::env::var_os("BORGSTORE_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/venv/bin/python"));
+    if !py.exists() {
+        return Err(format!("{} not found (tests/run creates it)", py.display()));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&py)
+        .arg(root.join("tests/python/bench_engine.py"))
+        .arg(dir.path().join("s"))
+        .arg(size.to_string())
+        .arg(n.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let map: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(OPS.iter().map(|op| (*op, map.get(*op).copied().unwrap_or(f64::NAN))).collect())
+}
+
+pub async fn section(quick: bool, smoke: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = bench_daemon(dir.path(), &[("small", FsyncMode::Off), ("big", FsyncMode::Off), ("mem", FsyncMode::Off)]);
+    println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels, fsync = off as in Python)\n");
+    // The floor under every IPC number: a round trip that does no store work at all.
+    let pinger = Client::connect(ClientOptions::new("small").socket(&d.socket)).await.unwrap();
+    let rounds = pick(smoke, quick, 20, 2000, 10000);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        pinger.ping().await.unwrap();
+    }
+    let ping = rounds as f64 / t.elapsed().as_secs_f64();
+    println!("IPC round trip without store work (ping): {ping:.0}/s, {:.0} us each\n", 1e6 / ping);
+    for (label, size, n, store) in [
+        ("4 KiB", 4096, pick(smoke, quick, 20, 500, 3000), "small"),
+        ("8 MiB", 8 << 20, pick(smoke, quick, 2, 8, 40), "big"),
+    ] {
+        let engine = engine_run(size, n).await;
+        let ipc1 = daemon_run(&d, store, size, n, 1).await;
+        let ipc16 = daemon_run(&d, store, size, n, 16).await;
+        let python = python_run(size, n);
+        println!("{label} values, {n} items (ratios are against our in-process engine)");
+        println!(
+            "{:<7} {:>11} {:>11} {:>6} {:>11} {:>6} {:>11} {:>6}",
+            "op", "in-process", "IPC 1 cl.", "ratio", "IPC 16 cl.", "ratio", "Python", "ours/py"
+        );
+        for op in OPS {
+            let (e, a, b) = (engine[op], ipc1[op], ipc16[op]);
+            let p = python.as_ref().map(|p| p[op]).unwrap_or(f64::NAN);
+            println!("{op:<7} {e:>11.0} {a:>11.0} {:>6.2} {b:>11.0} {:>6.2} {p:>11.0} {:>6.2}", a / e, b / e, e / p);
+        }
+        if let Err(e) = &python {
+            println!("(no Python comparison: {e})");
+        }
+        println!();
+    }
+    // Memory under 64 concurrent clients.
+    let pid = d.child.id();
+    let before = rss_kib(pid);
+    let c0 = Client::connect(ClientOptions::new("mem").socket(&d.socket)).await.unwrap();
+    c0.create().await.unwrap();
+    let mut tasks = Vec::new();
+    for ci in 0..64 {
+        let opts = ClientOptions::new("mem").socket(&d.socket);
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(opts).await.unwrap();
+            for i in 0..pick(smoke, quick, 1, 10, 50) {
+                let k = format!("data/{:016x}", ci * 1000 + i);
+                c.store(&k, vec![1u8; 65536]).await.unwrap();
+                c.load(&k, 0, None, false).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = rss_kib(pid);
+    println!(
+        "daemon memory (RSS): {before} KiB idle, {after} KiB after 64 concurrent clients (ratio {:.2})",
+        after as f64 / before.max(1) as f64
+    );
+}
