@@ -1,19 +1,18 @@
 //! Section `cache`: loads of 64 KiB values from a primary with 10 ms emulated latency
-//! per call, without a cache and from a warm writethrough cache, in one run.
+//! per call, without a cache and from a warm writethrough cache, in one run: what the
+//! cache saves a client of a slow remote store.
 
-use crate::common::{keys, pick};
+use crate::common::{keys, Mode};
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
+use borgstore_daemon::store::cache::{Cache, CacheMode, CachePolicy};
 use borgstore_daemon::store::config::namespaces;
 use borgstore_daemon::store::{Emulator, Store};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Loads of 64 KiB values from a primary with 10 ms emulated latency per call, without a
-/// cache and from a warm writethrough cache, in one run.
-pub async fn section(quick: bool, smoke: bool) {
-    use borgstore_daemon::store::cache::{Cache, CacheMode, CachePolicy};
-    let n = pick(smoke, quick, 5, 50, 200);
+pub async fn section(mode: Mode) {
+    let n = mode.pick(5, 50, 200);
     println!("== cache: load of {n} x 64 KiB, primary with 10 ms latency per call\n");
     let dir = tempfile::tempdir().unwrap();
     let slow = || Emulator { latency: std::time::Duration::from_millis(10), bandwidth: 0.0 };

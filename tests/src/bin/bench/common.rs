@@ -1,28 +1,45 @@
-//! What every section shares: the key set, run sizes, memory readings, the daemon.
+//! What every section shares: run sizes, the key set, the daemon the whole run talks to.
+//!
+//! One daemon serves every section (IPC, REST, fsync) so that its memory at the end is
+//! the memory of a daemon that did the whole bench.
 
 use borgstore_daemon::backends::durability::FsyncMode;
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_tests::daemon::Daemon;
 use std::collections::BTreeMap;
 
+/// The per-item operations, in the order every workload runs them.
 pub const OPS: [&str; 5] = ["store", "load", "info", "list", "delete"];
 
+/// ops/s by operation.
+pub type Rates = BTreeMap<&'static str, f64>;
+
+/// Run length: `--smoke` (tests/run proves the bench still runs), `--quick`, or full.
+#[derive(Clone, Copy)]
+pub struct Mode {
+    pub quick: bool,
+    pub smoke: bool,
+}
+
+impl Mode {
+    /// `s` under --smoke, `q` under --quick, `full` otherwise.
+    pub fn pick(self, s: usize, q: usize, full: usize) -> usize {
+        if self.smoke {
+            s
+        } else if self.quick {
+            q
+        } else {
+            full
+        }
+    }
+}
+
+/// `n` store keys `data/<sha256 hex>`, nested by the store as `data/01/23/0123…`.
 pub fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("data/{}", HashAlgorithm::Sha256.hex_digest(&(i as u64).to_le_bytes()))).collect()
 }
 
-pub type Rates = BTreeMap<&'static str, f64>;
-
-pub fn pick(smoke: bool, quick: bool, s: usize, q: usize, full: usize) -> usize {
-    if smoke {
-        s
-    } else if quick {
-        q
-    } else {
-        full
-    }
-}
-
+/// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -31,19 +48,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A daemon serving `stores` (name, fsync) under `dir`, data/ at 2 nesting levels.
-pub fn bench_daemon(dir: &std::path::Path, stores: &[(&str, FsyncMode)]) -> Daemon {
-    let mut args = Vec::new();
-    for (name, fsync) in stores {
-        args.push("--store".to_string());
-        args.push(format!("{name}=file://{}/{name}", dir.display()));
-        args.push("--fsync".to_string());
-        args.push(format!("{name}={fsync}"));
-        args.push("--levels".to_string());
-        args.push(format!("{name}:data/=2"));
-        args.push("--levels".to_string());
-        args.push(format!("{name}:=0"));
+/// The stores of the one bench daemon: name and fsync mode.
+pub const STORES: [(&str, FsyncMode); 6] = [
+    ("small", FsyncMode::Off),
+    ("big", FsyncMode::Off),
+    ("mem", FsyncMode::Off),
+    ("off", FsyncMode::Off),
+    ("batch", FsyncMode::Batch),
+    ("always", FsyncMode::Always),
+];
+
+/// The daemon every section uses, its stores in its directory (data/ at 2 nesting levels).
+pub struct BenchDaemon {
+    pub daemon: Daemon,
+}
+
+impl BenchDaemon {
+    pub fn start() -> BenchDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = Vec::new();
+        for (name, fsync) in STORES {
+            args.push("--store".to_string());
+            args.push(format!("{name}=file://{}/{name}", dir.path().display()));
+            args.push("--fsync".to_string());
+            args.push(format!("{name}={fsync}"));
+            args.push("--levels".to_string());
+            args.push(format!("{name}:data/=2"));
+            args.push("--levels".to_string());
+            args.push(format!("{name}:=0"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = Daemon::start_in(dir, &refs, &[]);
+        BenchDaemon { daemon }
     }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::start_in(tempfile::tempdir().unwrap(), &refs, &[])
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.child.id()
+    }
 }

@@ -1,21 +1,21 @@
 //! Section `fsync`: what durability costs. 4 KiB stores through the daemon with 1 and 16
 //! clients under `fsync = off`, `batch` (the default, group commit) and `always`, as
-//! ratios against `off` (the engine and IPC sections store with `off`, as Python does).
+//! ratios against `off` (the engine and IPC sections run with `off`, as Python does).
 
-use crate::common::{bench_daemon, keys, pick};
+use crate::common::{keys, BenchDaemon, Mode};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
-use borgstore_tests::daemon::Daemon;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Stores/s of `n` 4 KiB values through the daemon, split over `clients` clients.
-async fn store_rate(d: &Daemon, store: &str, n: usize, clients: usize) -> f64 {
-    let first = Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap();
+async fn store_rate(d: &BenchDaemon, store: &str, n: usize, clients: usize) -> f64 {
+    let socket = &d.daemon.socket;
+    let first = Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap();
     first.create().await.unwrap();
     let mut cs = Vec::new();
     for _ in 0..clients {
-        cs.push(Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap());
+        cs.push(Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap());
     }
     let ks = Arc::new(keys(n));
     let t = Instant::now();
@@ -36,12 +36,9 @@ async fn store_rate(d: &Daemon, store: &str, n: usize, clients: usize) -> f64 {
     rate
 }
 
-/// What durability costs: 4 KiB stores under each fsync mode, 1 and 16 clients.
-pub async fn section(quick: bool, smoke: bool) {
-    let dir = tempfile::tempdir().unwrap();
+pub async fn section(d: &BenchDaemon, mode: Mode) {
     let modes = [FsyncMode::Off, FsyncMode::Batch, FsyncMode::Always];
-    let d = bench_daemon(dir.path(), &modes.map(|m| (m.name(), m)));
-    let n = pick(smoke, quick, 16, 400, 2000);
+    let n = mode.pick(16, 400, 2000);
     println!("== fsync: {n} stores of 4 KiB through the daemon (data/ at 2 levels), stores/s\n");
     println!(
         "{:<8} {:>11} {:>8} {:>11} {:>8} {:>14}",
@@ -50,12 +47,12 @@ pub async fn section(quick: bool, smoke: bool) {
     // A warm-up round first: whichever mode ran first used to pay for the fresh daemon
     // and file system (off looked slower than always).
     for m in modes {
-        store_rate(&d, m.name(), n / 4 + 1, 16).await;
+        store_rate(d, m.name(), n / 4 + 1, 16).await;
     }
     let mut off = (f64::NAN, f64::NAN);
     for m in modes {
-        let one = store_rate(&d, m.name(), n, 1).await;
-        let many = store_rate(&d, m.name(), n, 16).await;
+        let one = store_rate(d, m.name(), n, 1).await;
+        let many = store_rate(d, m.name(), n, 16).await;
         if m == FsyncMode::Off {
             off = (one, many);
         }

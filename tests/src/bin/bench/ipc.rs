@@ -3,13 +3,12 @@
 //! 8 MiB values in a `data/` namespace with 2 nesting levels (fsync off, as in Python);
 //! and the daemon's memory before and after 64 concurrent clients.
 
-use crate::common::{bench_daemon, keys, pick, rss_kib, Rates, OPS};
+use crate::common::{keys, rss_kib, BenchDaemon, Mode, Rates, OPS};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
 use borgstore_daemon::store::config::namespaces;
 use borgstore_daemon::store::{Emulator, Store};
-use borgstore_tests::daemon::Daemon;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,12 +53,12 @@ async fn engine_run(size: usize, n: usize) -> Rates {
 }
 
 /// The same workload through the daemon, split over `clients` concurrent clients.
-async fn daemon_run(d: &Daemon, store: &str, size: usize, n: usize, clients: usize) -> Rates {
-    let first = Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap();
+async fn daemon_run(d: &BenchDaemon, store: &str, size: usize, n: usize, clients: usize) -> Rates {
+    let first = Client::connect(ClientOptions::new(store).socket(&d.daemon.socket)).await.unwrap();
     first.create().await.unwrap();
     let mut cs = Vec::new();
     for _ in 0..clients {
-        cs.push(Client::connect(ClientOptions::new(store).socket(&d.socket)).await.unwrap());
+        cs.push(Client::connect(ClientOptions::new(store).socket(&d.daemon.socket)).await.unwrap());
     }
     let ks = Arc::new(keys(n));
     let value = Arc::new(vec![0x5au8; size]);
@@ -121,26 +120,23 @@ fn python_run(size: usize, n: usize) -> Result<Rates, String> {
     Ok(OPS.iter().map(|op| (*op, map.get(*op).copied().unwrap_or(f64::NAN))).collect())
 }
 
-pub async fn section(quick: bool, smoke: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = bench_daemon(dir.path(), &[("small", FsyncMode::Off), ("big", FsyncMode::Off), ("mem", FsyncMode::Off)]);
+pub async fn section(d: &BenchDaemon, mode: Mode) {
     println!("== engine vs daemon over IPC (posixfs, data/ at 2 nesting levels, fsync = off as in Python)\n");
     // The floor under every IPC number: a round trip that does no store work at all.
-    let pinger = Client::connect(ClientOptions::new("small").socket(&d.socket)).await.unwrap();
-    let rounds = pick(smoke, quick, 20, 2000, 10000);
+    let pinger = Client::connect(ClientOptions::new("small").socket(&d.daemon.socket)).await.unwrap();
+    let rounds = mode.pick(20, 2000, 10000);
     let t = Instant::now();
     for _ in 0..rounds {
         pinger.ping().await.unwrap();
     }
     let ping = rounds as f64 / t.elapsed().as_secs_f64();
     println!("IPC round trip without store work (ping): {ping:.0}/s, {:.0} us each\n", 1e6 / ping);
-    for (label, size, n, store) in [
-        ("4 KiB", 4096, pick(smoke, quick, 20, 500, 3000), "small"),
-        ("8 MiB", 8 << 20, pick(smoke, quick, 2, 8, 40), "big"),
-    ] {
+    for (label, size, n, store) in
+        [("4 KiB", 4096, mode.pick(20, 500, 3000), "small"), ("8 MiB", 8 << 20, mode.pick(2, 8, 40), "big")]
+    {
         let engine = engine_run(size, n).await;
-        let ipc1 = daemon_run(&d, store, size, n, 1).await;
-        let ipc16 = daemon_run(&d, store, size, n, 16).await;
+        let ipc1 = daemon_run(d, store, size, n, 1).await;
+        let ipc16 = daemon_run(d, store, size, n, 16).await;
         let python = python_run(size, n);
         println!("{label} values, {n} items (ratios are against our in-process engine)");
         println!(
@@ -158,16 +154,17 @@ pub async fn section(quick: bool, smoke: bool) {
         println!();
     }
     // Memory under 64 concurrent clients.
-    let pid = d.child.id();
+    let pid = d.pid();
     let before = rss_kib(pid);
-    let c0 = Client::connect(ClientOptions::new("mem").socket(&d.socket)).await.unwrap();
+    let c0 = Client::connect(ClientOptions::new("mem").socket(&d.daemon.socket)).await.unwrap();
     c0.create().await.unwrap();
     let mut tasks = Vec::new();
     for ci in 0..64 {
-        let opts = ClientOptions::new("mem").socket(&d.socket);
+        let opts = ClientOptions::new("mem").socket(&d.daemon.socket);
+        let per = mode.pick(1, 10, 50);
         tasks.push(tokio::spawn(async move {
             let c = Client::connect(opts).await.unwrap();
-            for i in 0..pick(smoke, quick, 1, 10, 50) {
+            for i in 0..per {
                 let k = format!("data/{:016x}", ci * 1000 + i);
                 c.store(&k, vec![1u8; 65536]).await.unwrap();
                 c.load(&k, 0, None, false).await.unwrap();
@@ -179,7 +176,7 @@ pub async fn section(quick: bool, smoke: bool) {
     }
     let after = rss_kib(pid);
     println!(
-        "daemon memory (RSS): {before} KiB idle, {after} KiB after 64 concurrent clients (ratio {:.2})",
+        "daemon memory (RSS): {before} KiB before, {after} KiB after 64 concurrent clients (ratio {:.2})\n",
         after as f64 / before.max(1) as f64
     );
 }

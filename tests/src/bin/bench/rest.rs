@@ -2,14 +2,14 @@
 //! values) against the Python `borgstore-server-rest` and ours on the same workload, and
 //! `wrk` on GET of one 4 KiB object against both.
 
-use crate::common::pick;
+use crate::common::Mode;
 use std::collections::BTreeMap;
 
 /// Python REST client against Python's server and ours; wrk GETs against both.
-pub fn section(quick: bool, smoke: bool) {
+pub fn section(mode: Mode) {
     use borgstore_tests::python::{run_ok, Version};
     use borgstore_tests::rest::{request, Impl, RestServer};
-    let n = pick(smoke, quick, 20, 300, 2000);
+    let n = mode.pick(20, 300, 2000);
     println!("== REST: Python borgstore REST client, 4 KiB values, {n} items (list: whole listings/s; fsync = off)\n");
     let mut rates: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut wrk_rates = Vec::new();
@@ -21,7 +21,7 @@ pub fn section(quick: bool, smoke: bool) {
         rates.push(serde_json::from_str(&out).expect("bench_rest.py output"));
         assert_eq!(request(server.port, "POST", "/?cmd=create", None, &[], b"").status, 200);
         assert_eq!(request(server.port, "POST", "/data/obj", None, &[], &[7u8; 4096]).status, 200);
-        let secs = pick(smoke, quick, 1, 5, 10);
+        let secs = mode.pick(1, 5, 10);
         wrk_rates.push(wrk(&format!("http://127.0.0.1:{}/data/obj", server.port), secs));
     }
     println!("{:<7} {:>16} {:>16} {:>8}", "op", "Python server", "our server", "ratio");
