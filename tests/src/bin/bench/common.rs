@@ -39,6 +39,12 @@ pub fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("data/{}", HashAlgorithm::Sha256.hex_digest(&(i as u64).to_le_bytes()))).collect()
 }
 
+/// Where the store puts `key` (`data/0123…`) under the namespace root: `01/23/0123…`.
+pub fn nested(key: &str) -> String {
+    let leaf = key.strip_prefix("data/").unwrap_or(key);
+    format!("{}/{}/{leaf}", &leaf[..2], &leaf[2..4])
+}
+
 /// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -48,25 +54,33 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The stores of the one bench daemon: name and fsync mode.
-pub const STORES: [(&str, FsyncMode); 6] = [
+/// The stores of the one bench daemon: name and fsync mode. `rest` is the only one on
+/// the REST listener (with Basic auth); the others are served on the Unix socket only.
+pub const STORES: [(&str, FsyncMode); 7] = [
     ("small", FsyncMode::Off),
     ("big", FsyncMode::Off),
     ("mem", FsyncMode::Off),
+    ("rest", FsyncMode::Off),
     ("off", FsyncMode::Off),
     ("batch", FsyncMode::Batch),
     ("always", FsyncMode::Always),
 ];
 
-/// The daemon every section uses, its stores in its directory (data/ at 2 nesting levels).
+/// Basic auth of the `rest` store.
+pub const REST_AUTH: (&str, &str) = ("bench", "bench");
+
+/// The daemon every section uses, its stores in its directory (data/ at 2 nesting levels),
+/// REST on `127.0.0.1:rest_port`.
 pub struct BenchDaemon {
     pub daemon: Daemon,
+    pub rest_port: u16,
 }
 
 impl BenchDaemon {
     pub fn start() -> BenchDaemon {
         let dir = tempfile::tempdir().unwrap();
-        let mut args = Vec::new();
+        let rest_port = borgstore_tests::rest::free_port();
+        let mut args = vec!["--rest".to_string(), format!("127.0.0.1:{rest_port}")];
         for (name, fsync) in STORES {
             args.push("--store".to_string());
             args.push(format!("{name}=file://{}/{name}", dir.path().display()));
@@ -76,10 +90,23 @@ impl BenchDaemon {
             args.push(format!("{name}:data/=2"));
             args.push("--levels".to_string());
             args.push(format!("{name}:=0"));
+            if name == "rest" {
+                args.push("--rest-auth".to_string());
+                args.push(format!("rest={}:{}", REST_AUTH.0, REST_AUTH.1));
+            } else {
+                args.push("--serve-on".to_string());
+                args.push(format!("{name}=socket"));
+            }
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let daemon = Daemon::start_in(dir, &refs, &[]);
-        BenchDaemon { daemon }
+        borgstore_tests::rest::wait_port(rest_port, "borgstored REST", &daemon.log);
+        BenchDaemon { daemon, rest_port }
+    }
+
+    /// The directory of a store on disk.
+    pub fn store_dir(&self, name: &str) -> std::path::PathBuf {
+        self.daemon.path(name)
     }
 
     pub fn pid(&self) -> u32 {

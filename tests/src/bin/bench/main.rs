@@ -1,33 +1,29 @@
-//! `bench`: ops/s of the store engine in-process vs through borgstored over IPC, in one
-//! run, with ratios (DESIGN.md section 9). Speed targets live here, not in tests.
+//! `bench`: how fast borgstore-rs is, and how close to what the machine can do, in one
+//! run (DESIGN.md section 9). Speed targets live here, not in tests.
 //!
-//! `cargo build --release --workspace --bins && target/release/bench [--quick|--smoke]`
+//! `cargo build --release --workspace --bins && target/release/bench [--quick|--smoke] [ipc] [rest] [cache] [fsync]`
 //!
-//! Workloads: store, load, info, list, delete of 4 KiB and 8 MiB values in a `data/`
-//! namespace with 2 nesting levels; each against the in-process engine, the daemon with
-//! one client doing one request at a time, and the daemon with 16 concurrent clients.
-//! It also prints the daemon's memory before and after 64 concurrent clients, and when
-//! idle after the whole run: one daemon serves the ipc and fsync sections.
+//! Every figure is printed beside a limit measured in the same run (the machine is
+//! shared and its speed varies, so only same-run ratios mean anything): a std Unix-socket
+//! ping-pong, raw file operations on the store's own layout, nginx serving the same files
+//! statically, and Python borgstore 0.7.0 in-process ([`limits`], `tests/python/bench_engine.py`).
 //!
-//! The REST section runs the Python borgstore REST client (store, load, info, list of
-//! 4 KiB values) against the Python `borgstore-server-rest` and against ours on the same
-//! workload, and `wrk` on GET of one 4 KiB object against both.
+//! Sections (default: all), each in its own file:
+//! - `ipc` ([`ipc`]): in-process engine, daemon over IPC with 1 and 16 clients, Python;
+//!   daemon memory around 64 concurrent clients;
+//! - `rest` ([`rest`]): the Python REST client against Python's server and ours; our
+//!   REST front end against nginx and raw file ops;
+//! - `cache` ([`cache`]): loads from a slow primary with and without a cache;
+//! - `fsync` ([`fsync`]): what durability costs.
 //!
-//! The cache section loads 64 KiB values from a primary with 10 ms emulated latency
-//! without a cache and from a warm writethrough cache.
-//!
-//! The engine and IPC sections store with `fsync = off` (as Python does, so the
-//! comparison is fair); the fsync section measures what durability costs: 4 KiB stores
-//! through the daemon with 1 and 16 clients under `fsync = off`, `batch` (the default,
-//! group commit) and `always`, as ratios against `off`.
-//!
-//! Sections: `bench [--quick|--smoke] [ipc] [rest] [cache] [fsync]` (default: all), one
-//! file each.
+//! One daemon serves every section; its memory when idle after all of them is printed
+//! at the end.
 
 mod cache;
 mod common;
 mod fsync;
 mod ipc;
+mod limits;
 mod rest;
 
 use common::{rss_kib, BenchDaemon, Mode};
@@ -42,14 +38,14 @@ async fn main() {
     println!("borgstore-rs benchmark; ops/s, higher is better");
     let profile = if cfg!(debug_assertions) { "debug build: numbers are not representative" } else { "release build" };
     println!("{profile}\n");
-    let daemon = (want("ipc") || want("fsync")).then(BenchDaemon::start);
+    let daemon = (want("ipc") || want("rest") || want("fsync")).then(BenchDaemon::start);
     if let Some(d) = &daemon {
         if want("ipc") {
             ipc::section(d, mode).await;
         }
-    }
-    if want("rest") {
-        rest::section(mode);
+        if want("rest") {
+            rest::section(d, mode).await;
+        }
     }
     if want("cache") {
         cache::section(mode).await;
