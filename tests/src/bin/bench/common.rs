@@ -1,4 +1,5 @@
-//! What every section shares: run sizes, the key set, the daemon the whole run talks to.
+//! What every section shares: run sizes, the key set, the daemon the whole run talks to,
+//! and the table of measured figures the targets are checked against.
 //!
 //! One daemon serves every section (IPC, REST, fsync) so that its memory at the end is
 //! the memory of a daemon that did the whole bench.
@@ -111,5 +112,26 @@ impl BenchDaemon {
 
     pub fn pid(&self) -> u32 {
         self.daemon.child.id()
+    }
+}
+
+/// Every figure a target needs, by name (e.g. `engine/4k/load`), as sections measure it.
+#[derive(Default)]
+pub struct Results(BTreeMap<String, f64>);
+
+impl Results {
+    pub fn set(&mut self, key: impl Into<String>, v: f64) {
+        self.0.insert(key.into(), v);
+    }
+
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.get(key).copied().filter(|v| v.is_finite())
+    }
+
+    /// Record every rate as `prefix/op`.
+    pub fn set_rates(&mut self, prefix: &str, rates: &Rates) {
+        for (op, v) in rates {
+            self.set(format!("{prefix}/{op}"), *v);
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! one request at a time), and raw file ops on 16 threads (16 clients). It also records
 //! the daemon's memory before and after 64 concurrent clients.
 
-use crate::common::{keys, rss_kib, BenchDaemon, Mode, Rates, OPS};
+use crate::common::{keys, rss_kib, BenchDaemon, Mode, Rates, Results, OPS};
 use crate::limits::{raw_fs, socket_rtt};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
@@ -129,7 +129,7 @@ fn python_run(size: usize, n: usize) -> Result<Rates, String> {
     Ok(OPS.iter().map(|op| (*op, map.get(*op).copied().unwrap_or(f64::NAN))).collect())
 }
 
-pub async fn section(d: &BenchDaemon, mode: Mode) {
+pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
     println!(
         "== engine and daemon over IPC vs the machine (posixfs, data/ at 2 nesting levels, fsync = off as in Python)"
     );
@@ -149,8 +149,8 @@ pub async fn section(d: &BenchDaemon, mode: Mode) {
         rtt * 1e6,
         rtt / ping
     );
-    for (label, size, n, store) in
-        [("4 KiB", 4096, mode.pick(20, 500, 3000), "small"), ("8 MiB", 8 << 20, mode.pick(2, 8, 40), "big")]
+    for (label, tag, size, n, store) in
+        [("4 KiB", "4k", 4096, mode.pick(20, 500, 3000), "small"), ("8 MiB", "8m", 8 << 20, mode.pick(2, 8, 40), "big")]
     {
         let ks = keys(n);
         if size > 4096 {
@@ -202,6 +202,17 @@ pub async fn section(d: &BenchDaemon, mode: Mode) {
             println!("(limit: 1 / (std Unix socket round trip with an answer of {label} + raw read))");
         }
         println!();
+        res.set_rates(&format!("raw1/{tag}"), &raw1);
+        res.set_rates(&format!("raw16/{tag}"), &raw16);
+        res.set_rates(&format!("engine/{tag}"), &engine);
+        res.set_rates(&format!("ipc1/{tag}"), &ipc1);
+        res.set_rates(&format!("ipc16/{tag}"), &ipc16);
+        for op in OPS {
+            res.set(format!("ipc1lim/{tag}/{op}"), lim1(op));
+        }
+        if let Ok(p) = &python {
+            res.set_rates(&format!("python/{tag}"), p);
+        }
     }
     // Memory under 64 concurrent clients.
     let pid = d.pid();
@@ -225,6 +236,8 @@ pub async fn section(d: &BenchDaemon, mode: Mode) {
         t.await.unwrap();
     }
     let after = rss_kib(pid);
+    res.set("rss/before64", before as f64);
+    res.set("rss/after64", after as f64);
     println!(
         "daemon memory (RSS): {before} KiB before, {after} KiB after 64 concurrent clients (ratio {:.2})\n",
         after as f64 / before.max(1) as f64

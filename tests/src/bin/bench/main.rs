@@ -16,8 +16,8 @@
 //! - `cache` ([`cache`]): loads from a slow primary with and without a cache;
 //! - `fsync` ([`fsync`]): what durability costs.
 //!
-//! One daemon serves every section; its memory when idle after all of them is printed
-//! at the end.
+//! The end is a table of the targets with PASS/MISS ([`targets`]). One daemon serves
+//! every section; its memory when idle after all of them is a target too.
 
 mod cache;
 mod common;
@@ -25,8 +25,9 @@ mod fsync;
 mod ipc;
 mod limits;
 mod rest;
+mod targets;
 
-use common::{rss_kib, BenchDaemon, Mode};
+use common::{rss_kib, BenchDaemon, Mode, Results};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -38,13 +39,14 @@ async fn main() {
     println!("borgstore-rs benchmark; ops/s, higher is better");
     let profile = if cfg!(debug_assertions) { "debug build: numbers are not representative" } else { "release build" };
     println!("{profile}\n");
+    let mut res = Results::default();
     let daemon = (want("ipc") || want("rest") || want("fsync")).then(BenchDaemon::start);
     if let Some(d) = &daemon {
         if want("ipc") {
-            ipc::section(d, mode).await;
+            ipc::section(d, mode, &mut res).await;
         }
         if want("rest") {
-            rest::section(d, mode).await;
+            rest::section(d, mode, &mut res).await;
         }
     }
     if want("cache") {
@@ -58,6 +60,10 @@ async fn main() {
         let settle = mode.pick(0, 2, 5);
         tokio::time::sleep(std::time::Duration::from_secs(settle as u64)).await;
         let rss = rss_kib(d.pid());
-        println!("daemon memory (RSS) idle after the bench: {rss} KiB ({:.0} MiB)", rss as f64 / 1024.0);
+        res.set("rss/end", rss as f64);
+        println!("daemon memory (RSS) idle after the bench: {rss} KiB ({:.0} MiB)\n", rss as f64 / 1024.0);
+    }
+    if daemon.is_some() {
+        targets::print(&res);
     }
 }

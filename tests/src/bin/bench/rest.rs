@@ -9,7 +9,7 @@
 //!    stores on as many threads as connections; GET of 8 MiB values on one connection vs
 //!    the in-process engine loading them (and vs nginx serving them, same client).
 
-use crate::common::{keys, nested, BenchDaemon, Mode, REST_AUTH};
+use crate::common::{keys, nested, BenchDaemon, Mode, Results, REST_AUTH};
 use crate::ipc::engine_run;
 use crate::limits::{nginx_static, raw_fs, wrk, HttpLoad};
 use borgstore_tests::python::{run_ok, Version};
@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 const WRK_THREADS: usize = 2;
 const WRK_CONNS: usize = 16;
 
-pub async fn section(d: &BenchDaemon, mode: Mode) {
+pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
     python_clients(mode);
-    daemon_vs_machine(d, mode).await;
+    daemon_vs_machine(d, mode, res).await;
 }
 
 /// Python REST client against Python's server and ours; wrk GETs against both.
@@ -62,7 +62,7 @@ fn line(what: &str, ours: f64, limit: f64, limit_is: &str) {
     println!("{what:<34} {ours:>9.0} {limit:>9.0} {:>6.2}  {limit_is}", ours / limit);
 }
 
-async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode) {
+async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode, res: &mut Results) {
     let port = d.rest_port;
     let auth = Some(REST_AUTH);
     let n = mode.pick(20, 500, 3000);
@@ -92,6 +92,10 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode) {
             raw,
             &format!("raw fs store, {conns} thread{}", if conns == 1 { "" } else { "s" }),
         );
+        if conns == WRK_CONNS {
+            res.set("rest/put4k", ours);
+            res.set("rest/put4k/raw", raw);
+        }
     }
 
     // GET of one 4 KiB object: ours, and nginx serving its file.
@@ -103,6 +107,8 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode) {
         (Ok(o), Ok(s)) => {
             let what = format!("GET 4 KiB, wrk {WRK_THREADS} thr. {WRK_CONNS} conn.");
             line(&what, o, s, "nginx static, same file, same wrk");
+            res.set("rest/get4k", o);
+            res.set("rest/get4k/nginx", s);
         }
         (Err(e), _) | (_, Err(e)) => println!("(no GET 4 KiB numbers: {e})"),
     }
@@ -126,6 +132,8 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode) {
     let static_ = get(nginx.port).run();
     line("GET 8 MiB, 1 conn.", ours, engine, "in-process engine load, 1 thread");
     line("GET 8 MiB, 1 conn.", ours, static_, "nginx static, same files, same client");
+    res.set("rest/get8m", ours);
+    res.set("rest/get8m/engine", engine);
     let _ = request(port, "DELETE", "/rest/?cmd=destroy", auth, &[], b"");
     println!();
 }
