@@ -4,7 +4,7 @@
     bench_engine.py DIR SIZE COUNT
 
 store, load, info, list, delete of COUNT values of SIZE bytes in `data/` at nesting
-level 2 on posixfs, the same as `engine_run` in tests/src/bin/bench.rs.
+level 2 on posixfs, the same as `engine_run` in tests/src/bin/bench/ipc.rs.
 """
 
 import hashlib

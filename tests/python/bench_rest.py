@@ -5,7 +5,7 @@
 
 Creates the store at URL (it must not exist), then store, load, info and list of
 COUNT values of SIZE bytes in `data/` (backend level, one directory), then destroys it.
-Used by the `bench` binary (tests/src/bin/bench.rs) on our server and on Python's.
+Used by the `bench` binary (tests/src/bin/bench/rest.rs) on our server and on Python's.
 """
 
 import json
