@@ -1,7 +1,7 @@
 //! ARCHITECTURE.md stays true: every repository path it names exists, and every
 //! `Type::member` it names is defined in our sources (a struct, enum, trait or type
-//! alias of that name, with a function, variant or associated type of the member's
-//! name). A rename or move that forgets the map fails here, with the stale names.
+//! alias of that name, with a function, variant, field or associated type of the
+//! member's name). A rename or move that forgets the map fails here, with the stale names.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -73,12 +73,14 @@ fn defines_member(src: &str, member: &str) -> bool {
     let as_fn_or_type = ["fn ", "type ", "const "]
         .iter()
         .any(|kw| src.match_indices(&format!("{kw}{member}")).any(|(i, m)| is_word_end(&src[i + m.len()..])));
-    // An enum variant: the name at the start of a line, then `,`, `(`, ` {` or `{`.
-    let as_variant = src.lines().any(|l| {
+    // An enum variant or a struct field: the name at the start of a line (after `pub`),
+    // then `,`, `(`, ` {`, `{` or `:`.
+    let as_variant_or_field = src.lines().any(|l| {
         let l = l.trim_start();
-        l.strip_prefix(member).is_some_and(|rest| rest.starts_with([',', '(', '{', ' ']))
+        let l = l.strip_prefix("pub ").unwrap_or(l);
+        l.strip_prefix(member).is_some_and(|rest| rest.starts_with([',', '(', '{', ' ', ':']))
     });
-    as_fn_or_type || as_variant
+    as_fn_or_type || as_variant_or_field
 }
 
 #[test]
