@@ -20,6 +20,14 @@ pub struct BackendOptions {
     pub fsync: super::durability::FsyncMode,
 }
 
+impl BackendOptions {
+    /// What the daemon's backends get unless a store says more: file system calls never
+    /// on the calling thread ([`PosixFsOptions::off_thread`]).
+    pub fn daemon() -> Self {
+        BackendOptions { posixfs: PosixFsOptions { off_thread: true, ..Default::default() }, ..Default::default() }
+    }
+}
+
 /// The local path of a `file:///abs/path` URL (percent-decoded), or None for other schemes.
 pub fn file_url_path(url: &str) -> Result<Option<PathBuf>> {
     let Some(rest) = url.strip_prefix("file://") else {
