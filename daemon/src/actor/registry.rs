@@ -1,8 +1,14 @@
 //! The registry: store names -> running store actors, who may use them (their
 //! [`Grants`]), and the daemon-wide budget of request bytes in memory.
 //!
-//! Built once from the [`DaemonConfig`]; each store gets its own arbiter (thread) and
-//! actor. Stores marked `create` (the implicit default store) are created on start
+//! Built once from the [`DaemonConfig`]; every store gets its own actor, and all of them
+//! live on one arbiter, the store thread, where borgstored also runs its IPC server
+//! ([`Registry::spawn_on_store_thread`]): a request read from a socket, ordered by its
+//! store's actor and answered on that socket never changes threads (file system calls
+//! go to the blocking pool, network I/O of remote backends is asynchronous, so nothing
+//! blocks the thread and a slow store never stalls another).
+//!
+//! Stores marked `create` (the implicit default store) are created on start
 //! when missing; other stores that do not exist yet are served anyway and answer
 //! BackendDoesNotExist until a client creates them.
 
@@ -33,7 +39,6 @@ pub struct StoreEntry {
     /// Its backend may refuse a value depending on the item (permissions, quota).
     pub admits_conditionally: bool,
     handle: StoreHandle,
-    arbiter: ArbiterHandle,
 }
 
 impl StoreEntry {
@@ -57,6 +62,8 @@ impl StoreEntry {
 pub struct Registry {
     stores: BTreeMap<String, StoreEntry>,
     budget: Budget,
+    /// The store thread: every store's actor (and borgstored's IPC server) runs here.
+    arbiter: ArbiterHandle,
 }
 
 impl Registry {
@@ -64,13 +71,14 @@ impl Registry {
     /// Must run inside an actix system.
     pub async fn start(config: &DaemonConfig) -> Result<Registry> {
         let mut stores = BTreeMap::new();
+        let arbiter = Arbiter::new().handle();
         for (name, settings) in &config.stores {
-            let entry = Self::start_store(name, settings)
+            let entry = Self::start_store(name, settings, &arbiter)
                 .await
                 .map_err(|e| Error::new(e.kind, format!("store {name}: {}", e.message)))?;
             stores.insert(name.clone(), entry);
         }
-        Ok(Registry { stores, budget: Budget::new(config.max_in_flight) })
+        Ok(Registry { stores, budget: Budget::new(config.max_in_flight), arbiter })
     }
 
     /// The daemon-wide budget of request bytes in memory.
@@ -92,12 +100,18 @@ impl Registry {
             .collect()
     }
 
-    async fn start_store(name: &str, settings: &StoreSettings) -> Result<StoreEntry> {
+    /// Run `task` on the store thread (see the module doc); false when it has stopped.
+    pub fn spawn_on_store_thread(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        self.arbiter.spawn(task)
+    }
+
+    async fn start_store(name: &str, settings: &StoreSettings, arbiter: &ArbiterHandle) -> Result<StoreEntry> {
         let options = BackendOptions {
             posixfs: PosixFsOptions {
                 permissions: settings.permissions()?,
                 quota: settings.quota,
                 fsync: settings.fsync,
+                off_thread: true,
             },
             fsync: settings.fsync,
         };
@@ -106,7 +120,7 @@ impl Registry {
         let admits_conditionally = backend.admits_conditionally();
         let cache = match &settings.cache_url {
             Some(url) if !settings.cache.is_empty() => {
-                let cache_backend = backend_from_url(url, BackendOptions::default())
+                let cache_backend = backend_from_url(url, BackendOptions::daemon())
                     .map_err(|e| Error::new(e.kind, format!("cache_url: {}", e.message)))?;
                 let policies = settings.cache.iter().map(|(ns, p)| (ns.clone(), *p)).collect();
                 Some(crate::store::cache::Cache::new(cache_backend, policies))
@@ -128,8 +142,7 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        let arbiter = Arbiter::new().handle();
-        let addr = StoreActor::start_in_arbiter(&arbiter, move |_| StoreActor::new(Served::new(store, opened)));
+        let addr = StoreActor::start_in_arbiter(arbiter, move |_| StoreActor::new(Served::new(store, opened)));
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
@@ -137,7 +150,6 @@ impl Registry {
             streams_uploads,
             admits_conditionally,
             handle: StoreHandle::new(name, addr),
-            arbiter,
         })
     }
 
@@ -156,14 +168,15 @@ impl Registry {
         self.stores.values()
     }
 
-    /// Let every store finish what it has, close it (persisting quota), stop its arbiter.
+    /// Let every store finish what it has and close it (persisting quota), then stop the
+    /// store thread.
     pub async fn shutdown(&self) -> Vec<(String, Result<()>)> {
         let mut results = Vec::new();
         for entry in self.stores.values() {
             let result = entry.handle.run(Shutdown { store: entry.name.clone() }).await;
-            entry.arbiter.stop();
             results.push((entry.name.clone(), result));
         }
+        self.arbiter.stop();
         results
     }
 }

@@ -1,9 +1,10 @@
 //! The store actor: owns one served store and starts each [`Command`] when the ordering
 //! rules ([`Scheduler`]) allow.
 //!
-//! Each actor lives in its own arbiter (thread), and every command is asynchronous (the
-//! backends do blocking I/O in `spawn_blocking`), so a slow store never stalls another
-//! store, and the actor thread itself never blocks on I/O. Callers reach it through a
+//! All actors live on one arbiter, the store thread, beside borgstored's IPC server (see
+//! [`super::registry`]), and every command is asynchronous (the daemon's backends do
+//! blocking I/O in `spawn_blocking`, network I/O asynchronously), so a slow store never
+//! stalls another store, and the store thread itself never blocks on I/O. Callers reach it through a
 //! [`super::StoreHandle`], which turns a typed command into a [`Call`] and its answer
 //! back into the command's output type.
 

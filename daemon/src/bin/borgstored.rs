@@ -94,6 +94,7 @@ struct Args {
 }
 
 fn main() {
+    borgstore_daemon::memory::few_arenas();
     let args = Args::parse();
     // Taken before any thread starts (the call edits the environment).
     let inherited = match systemd::listen_fds() {
@@ -268,7 +269,16 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options =
         ServerOptions { max_frame: config.max_frame, server_name: format!("borgstored {}", env!("CARGO_PKG_VERSION")) };
-    let server = tokio::spawn(ipc_server::serve(listener, registry.clone(), options, stop_rx));
+    // The IPC server runs on the store thread, beside the store actors (see Registry).
+    let (server_done, server) = tokio::sync::oneshot::channel::<()>();
+    let serve = ipc_server::serve(listener, registry.clone(), options, stop_rx);
+    if !registry.spawn_on_store_thread(async move {
+        serve.await;
+        let _ = server_done.send(());
+    }) {
+        tracing::error!("the store thread is not running");
+        return 1;
+    }
     let rest = match start_rest(&config, &registry) {
         Ok(r) => r,
         Err(e) => {
@@ -276,6 +286,7 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
             return 1;
         }
     };
+    tokio::spawn(borgstore_daemon::memory::give_back_periodically());
     systemd::notify(Notice::Ready);
     if let Some(q) = &quick {
         let kept = if q.made { "made now and kept in" } else { "kept in" };

@@ -163,7 +163,7 @@ fn configured_cache(url: &str, namespaces: &[CacheNamespace]) -> Result<Option<c
     if policies.iter().all(|(_, p)| !p.on()) {
         return Ok(None);
     }
-    let backend = crate::backends::url::backend_from_url(url, Default::default())
+    let backend = crate::backends::url::backend_from_url(url, crate::backends::url::BackendOptions::daemon())
         .map_err(|e| Error::new(e.kind, format!("cache URL: {}", e.message)))?;
     Ok(Some(Cache::new(backend, policies)))
 }

@@ -63,6 +63,16 @@ pub async fn serve(
     options: ServerOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Register the socket with the reactor of the thread this runs on (borgstored runs it
+    // on the store thread, see [`Registry::spawn_on_store_thread`]), so a readable
+    // connection wakes the thread that reads it, not another one first.
+    let listener = match std::os::fd::OwnedFd::try_from(listener).and_then(Listener::try_from) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot take over the IPC socket: {e}");
+            return;
+        }
+    };
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
