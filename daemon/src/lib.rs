@@ -17,7 +17,8 @@
 //!
 //! - [`access`]: the one access decision every door (IPC, REST socket, REST TCP) asks:
 //!   who is calling, and may they use this store.
-//! - [`limits`]: the daemon-wide and per-connection budgets of request bytes in memory.
+//! - [`limits`]: the daemon-wide and per-connection budgets of request bytes in memory;
+//!   [`memory`]: freed memory given back to the system after a burst.
 //! - [`commands`]: every operation on a store as a type that says how it is ordered
 //!   and applies itself; its output type is its reply.
 //! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps), the
@@ -38,6 +39,7 @@ pub mod config;
 pub mod hashing;
 pub mod ipc_server;
 pub mod limits;
+pub mod memory;
 pub mod names;
 pub mod rest;
 pub mod store;

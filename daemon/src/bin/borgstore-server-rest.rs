@@ -185,6 +185,7 @@ fn adopt(fd: OwnedFd) -> std::io::Result<Listen> {
 }
 
 fn main() {
+    borgstore_daemon::memory::few_arenas();
     let argv: Vec<String> = std::env::args().collect();
     let args = if argv.get(1).map(String::as_str) == Some("serve") { borg_serve(&argv[1..]) } else { Args::parse() };
     let inherited = if args.socket_activation {
@@ -299,6 +300,7 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
     let handle = server.handle();
     let task = actix_rt::spawn(server);
     tracing::info!("borgstore REST server on {where_}");
+    tokio::spawn(borgstore_daemon::memory::give_back_periodically());
     systemd::notify(Notice::Ready);
 
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
