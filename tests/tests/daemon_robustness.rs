@@ -6,6 +6,7 @@ use borgstore_client::ErrorKind;
 use borgstore_ipc::codec::{decode_body, encode_frame};
 use borgstore_ipc::protocol::{HandshakeReply, Hello, Op, Reply, Request, Response, PROTOCOL_VERSION};
 use borgstore_tests::daemon::{binary, Daemon};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -500,5 +501,71 @@ async fn frames_up_to_their_limit_are_decoded_whatever_their_size() {
         failures.len(),
         failures.join("\n")
     );
+    still_serves(&d).await;
+}
+
+/// Eight connections pipeline store/load pairs on ONE item, all frames of a connection
+/// written before any answer is read. Per item the store runs commands in arrival order,
+/// so: each load right after a connection's own store sees that store or another
+/// connection's (never its own older or newer value), and the values a connection sees
+/// from any one writer never go back in that writer's order. Runs against whatever
+/// executes commands (actor thread, inline file system calls, blocking pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_pipelining_on_one_item_keep_fifo_order() {
+    const CLIENTS: u64 = 8;
+    const ROUNDS: u64 = 150;
+    let d = daemon();
+    created(&d).await;
+    let value = |c: u64, k: u64| format!("{c:02}:{k:04}:{}", "x".repeat((k % 5) as usize * 900)).into_bytes();
+    let parse = |v: &[u8]| -> (u64, u64) {
+        let s = std::str::from_utf8(v).expect("a value we stored");
+        let (c, k) = (s[..2].parse().expect("client"), s[3..7].parse().expect("round"));
+        assert_eq!(v, value(c, k).as_slice(), "a torn value");
+        (c, k)
+    };
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let mut s = connect(&d);
+            std::thread::spawn(move || {
+                let mut frames = Vec::new();
+                for k in 0..ROUNDS {
+                    let store = Op::Store { name: "shared".into(), value: value(c, k) };
+                    let load = Op::Load { name: "shared".into(), offset: 0, size: None, deleted: false };
+                    for (i, op) in [(2 * k + 1, store), (2 * k + 2, load)] {
+                        frames.extend(encode_frame(&Request { id: i, store: "s".into(), op }, u32::MAX).unwrap());
+                    }
+                }
+                let mut writer = s.try_clone().unwrap();
+                let sender = std::thread::spawn(move || writer.write_all(&frames).unwrap());
+                let mut loads = std::collections::BTreeMap::new();
+                for _ in 0..2 * ROUNDS {
+                    let r = read_msg::<Response>(&mut s).expect("every request is answered");
+                    match r.body {
+                        Reply::Ok => assert_eq!(r.id % 2, 1, "Ok answers a store"),
+                        Reply::Data(v) => {
+                            loads.insert(r.id / 2 - 1, v);
+                        }
+                        other => panic!("request {}: {other:?}", r.id),
+                    }
+                }
+                sender.join().unwrap();
+                (c, loads)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (c, loads) = t.join().unwrap();
+        assert_eq!(loads.len() as u64, ROUNDS);
+        let mut newest_seen: HashMap<u64, u64> = HashMap::new();
+        for (k, v) in loads {
+            let (writer, round) = parse(&v);
+            if writer == c {
+                assert_eq!(round, k, "client {c}, round {k}: its load saw its own round {round}");
+            }
+            let newest = newest_seen.entry(writer).or_insert(0);
+            assert!(round >= *newest, "client {c}: saw writer {writer}'s round {round} after round {newest}");
+            *newest = round;
+        }
+    }
     still_serves(&d).await;
 }
