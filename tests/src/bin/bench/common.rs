@@ -4,6 +4,7 @@
 //! One daemon serves every section (IPC, REST, fsync) so that its memory at the end is
 //! the memory of a daemon that did the whole bench.
 
+use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_tests::daemon::Daemon;
@@ -112,6 +113,18 @@ impl BenchDaemon {
 
     pub fn pid(&self) -> u32 {
         self.daemon.child.id()
+    }
+
+    /// A client that created `store`, and `n` more clients of it.
+    pub async fn clients(&self, store: &str, n: usize) -> (Client, Vec<Client>) {
+        let options = || ClientOptions::new(store).socket(&self.daemon.socket);
+        let first = Client::connect(options()).await.unwrap();
+        first.create().await.unwrap();
+        let mut more = Vec::new();
+        for _ in 0..n {
+            more.push(Client::connect(options()).await.unwrap());
+        }
+        (first, more)
     }
 }
 

@@ -3,20 +3,13 @@
 //! ratios against `off` (the engine and IPC sections run with `off`, as Python does).
 
 use crate::common::{keys, BenchDaemon, Mode};
-use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Stores/s of `n` 4 KiB values through the daemon, split over `clients` clients.
 async fn store_rate(d: &BenchDaemon, store: &str, n: usize, clients: usize) -> f64 {
-    let socket = &d.daemon.socket;
-    let first = Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap();
-    first.create().await.unwrap();
-    let mut cs = Vec::new();
-    for _ in 0..clients {
-        cs.push(Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap());
-    }
+    let (first, cs) = d.clients(store, clients).await;
     let ks = Arc::new(keys(n));
     let t = Instant::now();
     let mut tasks = Vec::new();

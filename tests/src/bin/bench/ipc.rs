@@ -62,13 +62,7 @@ pub async fn engine_run(size: usize, n: usize) -> Rates {
 /// The same workload through the daemon, split over `clients` concurrent clients (list:
 /// one call by one client).
 async fn daemon_run(d: &BenchDaemon, store: &str, size: usize, n: usize, clients: usize) -> Rates {
-    let socket = &d.daemon.socket;
-    let first = Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap();
-    first.create().await.unwrap();
-    let mut cs = Vec::new();
-    for _ in 0..clients {
-        cs.push(Client::connect(ClientOptions::new(store).socket(socket)).await.unwrap());
-    }
+    let (first, cs) = d.clients(store, clients).await;
     let ks = Arc::new(keys(n));
     let value = Arc::new(vec![0x5au8; size]);
     let mut r = Rates::new();
