@@ -569,3 +569,52 @@ async fn many_connections_pipelining_on_one_item_keep_fifo_order() {
     }
     still_serves(&d).await;
 }
+
+/// Sixteen connections each store and load one 8 MiB value and then stay open, idle. A
+/// connection must not keep the buffers it grew for those frames, and the daemon gives
+/// freed memory back to the system: a few seconds later its resident size is near where
+/// it was (it would hold 16 x 2 x 8 MiB otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_keep_the_buffers_of_large_frames() {
+    const BIG: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("s=file://{}/s", dir.path().display());
+    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
+    created(&d).await;
+    let open = || {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(&encode_frame(&Hello::new("idle-test"), u32::MAX).unwrap()).unwrap();
+        assert!(matches!(read_msg::<HandshakeReply>(&mut s), Some(HandshakeReply::Accepted(_))));
+        s
+    };
+    // Warm up (the store open, the allocator's arenas in use), then the baseline.
+    let mut warm = open();
+    assert_eq!(request(&mut warm, 1, Op::Store { name: "warm".into(), value: vec![7; BIG] }).body, Reply::Ok);
+    drop(warm);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = borgstore_tests::memory::read(d.child.id()).rss;
+    let mut idle = Vec::new();
+    for c in 0..16u8 {
+        let mut s = open();
+        let name = format!("big{c}");
+        assert_eq!(request(&mut s, 1, Op::Store { name: name.clone(), value: vec![c; BIG] }).body, Reply::Ok);
+        match request(&mut s, 2, Op::Load { name, offset: 0, size: None, deleted: false }).body {
+            Reply::Data(v) => assert!(v.len() == BIG && v.iter().all(|b| *b == c)),
+            other => panic!("load: {other:?}"),
+        }
+        idle.push(s);
+    }
+    // Longer than two trim intervals of the daemon.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = borgstore_tests::memory::read(d.child.id()).rss;
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "memory: RSS {} MiB before, {} MiB with 16 idle connections after 8 MiB frames",
+        before >> 20,
+        after >> 20
+    );
+    assert!(grown < 48 << 20, "16 idle connections hold {} MiB more than before them", grown >> 20);
+    drop(idle);
+    still_serves(&d).await;
+}

@@ -18,6 +18,10 @@ use borgstore_ipc::Error;
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
+/// Buffer capacity a connection keeps between frames, each way: a buffer grown for a
+/// larger frame is let go once that frame is through, so idle connections hold little.
+pub const KEEP_BUFFER: usize = 256 << 10;
+
 /// What the request stream gives, in this order for each frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
@@ -88,6 +92,10 @@ impl Encoder<Response> for ResponseEncoder {
     type Error = std::io::Error;
 
     fn encode(&mut self, response: Response, dst: &mut BytesMut) -> std::io::Result<()> {
+        // A value's size is known: room for it at once, not by doubling as it is copied.
+        if let Reply::Data(value) = &response.body {
+            dst.reserve(HEADER + value.len() + 16);
+        }
         if let Err(e) = encode_frame_into(&response, self.max, dst) {
             let refusal = Response { id: response.id, body: Reply::Err(Error::from(e)) };
             // An error reply is small; should even that fail, nothing is written.

@@ -96,6 +96,14 @@ pub async fn read_requests<R>(
             }
         };
         drop(body);
+        // A buffer grown for a large frame is not kept for the connection's lifetime
+        // (only when nothing of the next frame is in it yet).
+        // (A frame's body shares the buffer's allocation, so its size is what counts,
+        // not the capacity left behind it.)
+        let buffer = frames.read_buffer_mut();
+        if buffer.is_empty() && len as usize > super::framing::KEEP_BUFFER {
+            *buffer = bytes::BytesMut::new();
+        }
         let id = request.id;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let sent = match dispatch(registry, peer, request, room).await {

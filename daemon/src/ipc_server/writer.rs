@@ -4,7 +4,8 @@
 //! answers it awaits itself, so a finished command wakes the writer directly. Each
 //! pending answer carries the request's place in flight, given back once its reply is
 //! written. When the client stops reading, writing fails and the remaining replies are
-//! dropped; the commands themselves still ran.
+//! dropped; the commands themselves still ran. A write buffer grown for a large reply
+//! is let go once that reply is written.
 
 use super::framing::ResponseEncoder;
 use borgstore_ipc::protocol::{Reply, Response};
@@ -46,8 +47,16 @@ pub async fn write_replies<W: AsyncWrite + Unpin>(out: W, max_frame: u32, mut rx
             },
             else => break,
         };
+        let large = matches!(&response.body, Reply::Data(v) if v.len() > super::framing::KEEP_BUFFER);
         if frames.send(response).await.is_err() {
             break; // the client went away; pending replies are dropped
+        }
+        // Written out: a buffer grown for a large reply is not kept for the connection's
+        // lifetime (64 idle connections must not hold 64 large buffers). Its capacity
+        // says little once written (the written part is behind its start), so the
+        // reply's size decides.
+        if large || frames.write_buffer().capacity() > super::framing::KEEP_BUFFER {
+            *frames.write_buffer_mut() = bytes::BytesMut::new();
         }
     }
     let _ = frames.close().await;
