@@ -257,6 +257,15 @@ fn borg_serve(argv: &[String]) -> Args {
 }
 
 async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i32 {
+    // First of all: a supervisor (or a test) may send SIGTERM as soon as the listener or
+    // READY is there, and must get a drain, not the default death by signal.
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return 1;
+        }
+    };
     let registry = match Registry::start(&config).await {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -303,13 +312,6 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
     tokio::spawn(borgstore_daemon::memory::give_back_periodically());
     systemd::notify(Notice::Ready);
 
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return 1;
-        }
-    };
     let idle = async {
         match &activity {
             Some(a) => a.idle(Duration::from_secs(args.idle_timeout)).await,

@@ -235,6 +235,15 @@ fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Resul
 }
 
 async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>, quick: Option<QuickStart>) -> i32 {
+    // First of all: a supervisor (or a test) may send SIGTERM as soon as the socket or
+    // READY is there, and must get a drain, not the default death by signal.
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return 1;
+        }
+    };
     let (listener, socket_desc) = match inherited.into_iter().next() {
         Some((name, fd)) => match ipc_server::adopt(fd) {
             Ok(l) => (l, format!("socket from systemd ({})", if name.is_empty() { "unnamed" } else { &name })),
@@ -310,13 +319,6 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
         });
     }
 
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return 1;
-        }
-    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = int.recv() => tracing::info!("SIGINT: draining"),
