@@ -25,16 +25,21 @@ pub fn give_back() {
     }
 }
 
-/// Arenas the allocator may use (see the module doc).
-pub const ARENAS: i32 = 4;
+/// Arenas the allocator may use: two per core, at least four (glibc's default is eight
+/// per core; fewer means less free memory spread out, a few more than cores keeps
+/// threads from queueing for one).
+pub fn arenas() -> i32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).clamp(4, 64) as i32
+}
 
-/// Cap the allocator's arenas at [`ARENAS`]; call it first thing in `main`, before
+/// Cap the allocator's arenas at [`arenas`]; call it first thing in `main`, before
 /// threads start (no-op where the allocator is not glibc's).
 pub fn few_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        libc::mallopt(libc::M_ARENA_MAX, arenas());
     }
 }
 

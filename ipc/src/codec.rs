@@ -89,6 +89,29 @@ pub fn encode_frame_into<T: Serialize>(msg: &T, max_frame: u32, out: &mut bytes:
     Ok(())
 }
 
+/// The frame of a `Reply::Data` response up to its value: header and encoded
+/// `Response { id, body: Reply::Data(..) }` without the value's bytes, which follow it
+/// on the wire as they are. Lets a sender write a large value from where it already is,
+/// without copying it into the frame first; the bytes are the same as
+/// [`encode_frame`]'s. Errors when the whole frame would exceed `max_frame`.
+pub fn data_reply_head(id: u64, value_len: usize, max_frame: u32) -> Result<Vec<u8>, FrameError> {
+    // A struct is its fields in order, an enum variant its index as a u32, bytes their
+    // length as a u64 then themselves (bincode's serde format, varint integers).
+    let fields = (id, DATA_VARIANT, value_len as u64);
+    let mut out = vec![0u8; HEADER];
+    bincode::serde::encode_into_std_write(fields, &mut out, config())
+        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
+    let len = (out.len() - HEADER + value_len) as u64;
+    if len > max_frame as u64 {
+        return Err(FrameError::TooLarge { len, max: max_frame });
+    }
+    out[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// The index of `Reply::Data` among `Reply`'s variants (checked by a test).
+const DATA_VARIANT: u32 = 2;
+
 /// The body length announced by a header, checked against `max_frame`.
 pub fn read_header(header: &[u8; HEADER], max_frame: u32) -> Result<u32, FrameError> {
     let len = u32::from_le_bytes(*header);

@@ -165,3 +165,18 @@ fn listing_chunks_of_every_length_round_trip() {
         assert_eq!(decode_body::<Response>(&frame[4..]).unwrap(), msg, "{n} items");
     }
 }
+
+#[test]
+fn a_data_reply_head_and_its_value_are_the_whole_frame() {
+    for id in [0u64, 1, 250, 251, 65_535, 1 << 40, u64::MAX] {
+        for len in [0usize, 1, 250, 251, 65_535, 65_536, 1 << 20, (8 << 20) + 3] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let whole = encode_frame(&Response { id, body: Reply::Data(value.clone()) }, u32::MAX).unwrap();
+            let mut parts = borgstore_ipc::codec::data_reply_head(id, len, u32::MAX).unwrap();
+            parts.extend_from_slice(&value);
+            assert!(parts == whole, "id {id}, {len} bytes: head + value differ from the encoded frame");
+        }
+    }
+    let head = borgstore_ipc::codec::data_reply_head(1, 2000, 1000);
+    assert!(matches!(head, Err(FrameError::TooLarge { max: 1000, .. })));
+}

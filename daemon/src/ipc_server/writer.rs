@@ -4,15 +4,17 @@
 //! answers it awaits itself, so a finished command wakes the writer directly. Each
 //! pending answer carries the request's place in flight, given back once its reply is
 //! written. When the client stops reading, writing fails and the remaining replies are
-//! dropped; the commands themselves still ran. A write buffer grown for a large reply
-//! is let go once that reply is written.
+//! dropped; the commands themselves still ran. A large value is written from its own
+//! buffer behind its frame's head, not copied into the write buffer; any write buffer
+//! grown for a large reply is let go once that reply is written.
 
 use super::framing::ResponseEncoder;
+use borgstore_ipc::codec::data_reply_head;
 use borgstore_ipc::protocol::{Reply, Response};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::SinkExt;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::codec::FramedWrite;
 
@@ -47,6 +49,20 @@ pub async fn write_replies<W: AsyncWrite + Unpin>(out: W, max_frame: u32, mut rx
             },
             else => break,
         };
+        if let Reply::Data(value) = &response.body {
+            if value.len() > super::framing::KEEP_BUFFER {
+                // A large value goes out from where it is, behind its frame's head,
+                // instead of being copied into the write buffer first. (Too large for
+                // a frame: the encoder below answers with the error.)
+                if let Ok(head) = data_reply_head(response.id, value.len(), max_frame) {
+                    let out = frames.get_mut();
+                    if out.write_all(&head).await.is_err() || out.write_all(value).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
         let large = matches!(&response.body, Reply::Data(v) if v.len() > super::framing::KEEP_BUFFER);
         if frames.send(response).await.is_err() {
             break; // the client went away; pending replies are dropped
