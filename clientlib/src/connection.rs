@@ -1,7 +1,7 @@
 //! One connection to the daemon: handshake, a writer that sends whole frames, and a
 //! reader task that routes each response to the request with its id.
 
-use borgstore_ipc::codec::{decode_body, encode_frame, read_header, HEADER};
+use borgstore_ipc::codec::{data_reply_of, decode_body, encode_frame, read_header, DATA_HEAD_MAX, HEADER};
 use borgstore_ipc::protocol::{HandshakeReply, Hello, Reply, Request, Response};
 use borgstore_ipc::{Error, ErrorKind, Result};
 use interprocess::local_socket::traits::tokio::Stream as _;
@@ -45,26 +45,69 @@ fn lost(what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::ConnectionLost, format!("connection to borgstored lost: {what}"))
 }
 
-async fn read_frame(stream: &Stream, max_frame: u32, progress: Option<&watch::Sender<Progress>>) -> Result<Vec<u8>> {
+/// One frame as the reader got it.
+enum Frame {
+    /// A body to decode.
+    Body(Vec<u8>),
+    /// A large `Reply::Data`, its value read straight into a buffer of its own (no copy
+    /// out of the frame, no zero-filled buffer first).
+    Data { id: u64, value: Vec<u8> },
+}
+
+/// Frames above this size are looked at for a `Reply::Data` head first.
+const DIRECT_ABOVE: usize = 1 << 20;
+
+/// Read the rest of a frame into `buf` until it holds `want` bytes, reporting progress
+/// as `(done_before + buf.len(), total)`.
+async fn fill(
+    mut r: &Stream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    done_before: usize,
+    total: usize,
+    progress: Option<&watch::Sender<Progress>>,
+) -> Result<()> {
+    buf.reserve_exact(want.saturating_sub(buf.len()));
+    while buf.len() < want {
+        let n = (&mut r).take((want - buf.len()) as u64).read_buf(buf).await.map_err(lost)?;
+        if n == 0 {
+            return Err(lost("the daemon closed the connection"));
+        }
+        if let Some(p) = progress {
+            if total > DIRECT_ABOVE {
+                p.send_replace(((done_before + buf.len()) as u64, total as u64));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_frame(stream: &Stream, max_frame: u32, progress: Option<&watch::Sender<Progress>>) -> Result<Frame> {
     let mut r = stream;
     let mut header = [0u8; HEADER];
     r.read_exact(&mut header).await.map_err(lost)?;
     let len = read_header(&header, max_frame).map_err(Error::from)? as usize;
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = r.read(&mut body[got..]).await.map_err(lost)?;
-        if n == 0 {
-            return Err(lost("the daemon closed the connection"));
-        }
-        got += n;
-        if let Some(p) = progress {
-            if len > 1 << 20 {
-                p.send_replace((got as u64, len as u64));
+    let mut body = Vec::new();
+    if len > DIRECT_ABOVE {
+        fill(stream, &mut body, DATA_HEAD_MAX, 0, len, progress).await?;
+        if let Some((id, head, value_len)) = data_reply_of(&body) {
+            if head as u64 + value_len == len as u64 {
+                let mut value = body.split_off(head);
+                fill(stream, &mut value, value_len as usize, head, len, progress).await?;
+                return Ok(Frame::Data { id, value });
             }
         }
     }
-    Ok(body)
+    fill(stream, &mut body, len, 0, len, progress).await?;
+    Ok(Frame::Body(body))
+}
+
+/// One whole frame body (the handshake).
+async fn read_body(stream: &Stream, max_frame: u32) -> Result<Vec<u8>> {
+    match read_frame(stream, max_frame, None).await? {
+        Frame::Body(b) => Ok(b),
+        Frame::Data { .. } => Err(Error::invalid("the daemon answered the hello with data")),
+    }
 }
 
 impl Connection {
@@ -81,7 +124,7 @@ impl Connection {
         })?;
         let hello = encode_frame(&Hello::new(client_name), u32::MAX).map_err(Error::from)?;
         (&stream).write_all(&hello).await.map_err(lost)?;
-        let body = read_frame(&stream, 1 << 20, None).await?;
+        let body = read_body(&stream, 1 << 20).await?;
         let welcome = match decode_body::<HandshakeReply>(&body).map_err(Error::from)? {
             HandshakeReply::Accepted(w) => w,
             HandshakeReply::Refused(e) => return Err(e),
@@ -188,13 +231,13 @@ async fn reader_loop(
     progress: watch::Sender<Progress>,
 ) {
     let why = loop {
-        let body = match read_frame(&stream, max_frame, Some(&progress)).await {
-            Ok(b) => b,
+        let resp = match read_frame(&stream, max_frame, Some(&progress)).await {
+            Ok(Frame::Data { id, value }) => Response { id, body: Reply::Data(value) },
+            Ok(Frame::Body(body)) => match decode_body::<Response>(&body) {
+                Ok(r) => r,
+                Err(e) => break Error::from(e),
+            },
             Err(e) => break e,
-        };
-        let resp = match decode_body::<Response>(&body) {
-            Ok(r) => r,
-            Err(e) => break Error::from(e),
         };
         let is_final = matches!(resp.body, Reply::ListEnd | Reply::Err(_));
         // Chunks of a stream keep its waiter; everything else ends the request.

@@ -109,6 +109,19 @@ pub fn data_reply_head(id: u64, value_len: usize, max_frame: u32) -> Result<Vec<
     Ok(out)
 }
 
+/// The `(id, head length, value length)` of a `Reply::Data` frame body that starts
+/// with `prefix` (the first bytes after the length header), or None when it is some
+/// other response or `prefix` is too short to tell. The inverse of [`data_reply_head`]:
+/// a receiver can read a large value straight into its own buffer.
+pub fn data_reply_of(prefix: &[u8]) -> Option<(u64, usize, u64)> {
+    let ((id, variant, len), used) =
+        bincode::serde::decode_from_slice::<(u64, u32, u64), _>(prefix, config().with_limit::<64>()).ok()?;
+    (variant == DATA_VARIANT).then_some((id, used, len))
+}
+
+/// Bytes of the longest head [`data_reply_of`] needs (three varints).
+pub const DATA_HEAD_MAX: usize = 9 + 5 + 9;
+
 /// The index of `Reply::Data` among `Reply`'s variants (checked by a test).
 const DATA_VARIANT: u32 = 2;
 

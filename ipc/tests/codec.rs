@@ -180,3 +180,19 @@ fn a_data_reply_head_and_its_value_are_the_whole_frame() {
     let head = borgstore_ipc::codec::data_reply_head(1, 2000, 1000);
     assert!(matches!(head, Err(FrameError::TooLarge { max: 1000, .. })));
 }
+
+#[test]
+fn a_data_reply_head_is_read_back_from_its_frame() {
+    use borgstore_ipc::codec::{data_reply_of, DATA_HEAD_MAX};
+    for id in [0u64, 251, 1 << 40, u64::MAX] {
+        for len in [0usize, 251, 65_536, (1 << 20) + 7] {
+            let frame = encode_frame(&Response { id, body: Reply::Data(vec![9; len]) }, u32::MAX).unwrap();
+            let body = &frame[4..];
+            let (got_id, head, got_len) = data_reply_of(&body[..DATA_HEAD_MAX.min(body.len())]).unwrap();
+            assert_eq!((got_id, got_len as usize, head + len), (id, len, body.len()));
+        }
+    }
+    let other = encode_frame(&Response { id: 5, body: Reply::Text("x".repeat(300)) }, u32::MAX).unwrap();
+    assert_eq!(data_reply_of(&other[4..4 + DATA_HEAD_MAX]), None, "not a Data reply");
+    assert_eq!(data_reply_of(&[0xff]), None, "too short to tell");
+}
