@@ -88,14 +88,23 @@ pub async fn read_requests<R>(
                 break;
             }
         };
-        let request = match decode_body::<Request>(&body) {
+        // Decoding copies a stored value out of the frame: for a large one that takes
+        // milliseconds, which the store thread (every store, every connection) should
+        // not spend, so it happens on the blocking pool.
+        let decoded = if len as usize > super::framing::KEEP_BUFFER {
+            tokio::task::spawn_blocking(move || decode_body::<Request>(&body))
+                .await
+                .unwrap_or_else(|_| Err(FrameError::Malformed("decoding the request failed".into())))
+        } else {
+            decode_body::<Request>(&body)
+        };
+        let request = match decoded {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(refuse(e)).await;
                 continue;
             }
         };
-        drop(body);
         // A buffer grown for a large frame is not kept for the connection's lifetime
         // (only when nothing of the next frame is in it yet).
         // (A frame's body shares the buffer's allocation, so its size is what counts,
