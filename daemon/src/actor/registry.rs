@@ -1,12 +1,15 @@
 //! The registry: store names -> running store actors, who may use them (their
 //! [`Grants`]), and the daemon-wide budget of request bytes in memory.
 //!
-//! Built once from the [`DaemonConfig`]; every store gets its own actor, and all of them
-//! live on one arbiter, the store thread, where borgstored also runs its IPC server
-//! ([`Registry::spawn_on_store_thread`]): a request read from a socket, ordered by its
-//! store's actor and answered on that socket never changes threads (file system calls
-//! go to the blocking pool, network I/O of remote backends is asynchronous, so nothing
-//! blocks the thread and a slow store never stalls another).
+//! Built once from the [`DaemonConfig`]; every store gets its own actor. The actors of
+//! `file:` stores live on one arbiter, the store thread, where borgstored also runs its
+//! IPC server ([`Registry::spawn_on_store_thread`]): a request read from a socket,
+//! ordered by its store's actor and answered on that socket never changes threads
+//! except for the file system call, which goes to the blocking pool, so nothing blocks
+//! the thread. A remote store (sftp, s3, rclone, REST) gets an arbiter of its own: its
+//! network I/O, TLS and the tasks of its client library run there, so a busy or slow
+//! remote never takes time from other stores, and the extra thread hop is small next to
+//! a network round trip.
 //!
 //! Stores marked `create` (the implicit default store) are created on start
 //! when missing; other stores that do not exist yet are served anyway and answer
@@ -39,6 +42,8 @@ pub struct StoreEntry {
     /// Its backend may refuse a value depending on the item (permissions, quota).
     pub admits_conditionally: bool,
     handle: StoreHandle,
+    /// A remote store's own arbiter (None: it lives on the store thread).
+    own_thread: Option<ArbiterHandle>,
 }
 
 impl StoreEntry {
@@ -142,7 +147,9 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        let addr = StoreActor::start_in_arbiter(arbiter, move |_| StoreActor::new(Served::new(store, opened)));
+        let own_thread = (!settings.url.starts_with("file:")).then(|| Arbiter::new().handle());
+        let thread = own_thread.as_ref().unwrap_or(arbiter);
+        let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(Served::new(store, opened)));
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
@@ -150,6 +157,7 @@ impl Registry {
             streams_uploads,
             admits_conditionally,
             handle: StoreHandle::new(name, addr),
+            own_thread,
         })
     }
 
@@ -168,12 +176,15 @@ impl Registry {
         self.stores.values()
     }
 
-    /// Let every store finish what it has and close it (persisting quota), then stop the
-    /// store thread.
+    /// Let every store finish what it has and close it (persisting quota), then stop its
+    /// thread and the store thread.
     pub async fn shutdown(&self) -> Vec<(String, Result<()>)> {
         let mut results = Vec::new();
         for entry in self.stores.values() {
             let result = entry.handle.run(Shutdown { store: entry.name.clone() }).await;
+            if let Some(thread) = &entry.own_thread {
+                thread.stop();
+            }
             results.push((entry.name.clone(), result));
         }
         self.arbiter.stop();

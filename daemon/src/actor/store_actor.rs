@@ -1,10 +1,11 @@
 //! The store actor: owns one served store and starts each [`Command`] when the ordering
 //! rules ([`Scheduler`]) allow.
 //!
-//! All actors live on one arbiter, the store thread, beside borgstored's IPC server (see
-//! [`super::registry`]), and every command is asynchronous (the daemon's backends do
+//! The actors of `file:` stores live on one arbiter, the store thread, beside
+//! borgstored's IPC server; a remote store's actor has an arbiter of its own (see
+//! [`super::registry`]). Every command is asynchronous (the daemon's backends do
 //! blocking I/O in `spawn_blocking`, network I/O asynchronously), so a slow store never
-//! stalls another store, and the store thread itself never blocks on I/O. Callers reach it through a
+//! stalls another store, and no actor thread blocks on I/O. Callers reach it through a
 //! [`super::StoreHandle`], which turns a typed command into a [`Call`] and its answer
 //! back into the command's output type.
 
