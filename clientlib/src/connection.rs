@@ -91,7 +91,8 @@ async fn read_frame(stream: &Stream, max_frame: u32, progress: Option<&watch::Se
     if len > DIRECT_ABOVE {
         fill(stream, &mut body, DATA_HEAD_MAX, 0, len, progress).await?;
         if let Some((id, head, value_len)) = data_reply_of(&body) {
-            if head as u64 + value_len == len as u64 {
+            // (Checked: the lengths come from the other end of a socket.)
+            if (head as u64).checked_add(value_len) == Some(len as u64) {
                 let mut value = body.split_off(head);
                 fill(stream, &mut value, value_len as usize, head, len, progress).await?;
                 return Ok(Frame::Data { id, value });
