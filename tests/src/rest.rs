@@ -60,12 +60,18 @@ impl RestServer {
     /// Like [`RestServer::start_with_backend`] on a given port (e.g. to restart a server
     /// where its clients expect it).
     pub fn start_on(which: Impl, dir: tempfile::TempDir, backend: &str, port: u16, args: &[&str]) -> RestServer {
-        let log = dir.path().join("server.log");
-        let logfile = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let exe = match which {
             Impl::Ours => binary("borgstore-server-rest"),
             Impl::Python => bin_dir(Version::V070).join("borgstore-server-rest"),
         };
+        Self::start_exe(&exe, dir, backend, port, args)
+    }
+
+    /// Like [`RestServer::start_on`] with the server program `exe` (a build of our own
+    /// to compare, say).
+    pub fn start_exe(exe: &Path, dir: tempfile::TempDir, backend: &str, port: u16, args: &[&str]) -> RestServer {
+        let log = dir.path().join("server.log");
+        let logfile = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(exe)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--backend", backend])
             .args(args)

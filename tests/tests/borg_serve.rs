@@ -357,6 +357,14 @@ fn store_files(store: &Path, dir: &str) -> BTreeSet<String> {
 }
 
 /// Archive names in `borg repo-list` output.
+/// Take the one soft-deleted archive away by hand (as the server's admin could), so that
+/// compact gets as far as the packs nothing refers to any more.
+fn remove_the_soft_deleted_archive(store: &Path) {
+    let soft_deleted: Vec<_> = store_files(store, "archives").into_iter().filter(|f| f.ends_with(".del")).collect();
+    assert_eq!(soft_deleted.len(), 1, "one soft-deleted archive expected: {soft_deleted:?}");
+    fs::remove_file(store.join(&soft_deleted[0])).unwrap();
+}
+
 fn archive_names(borg: &Borg, repo: &str) -> BTreeSet<String> {
     let out = borg.run(repo, &["repo-list", "--format", "{archive}{NL}"]).ok();
     out.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
@@ -719,11 +727,7 @@ fn no_delete_scenario(side: Side) -> Transcript {
         &store,
         &["compact", "--threshold", "0"],
     );
-    // Take the soft-deleted archive away by hand (as the server's admin could), so that
-    // compact gets as far as the packs nothing refers to any more.
-    let soft_deleted: Vec<_> = store_files(&store, "archives").into_iter().filter(|f| f.ends_with(".del")).collect();
-    assert_eq!(soft_deleted.len(), 1, "one soft-deleted archive expected: {soft_deleted:?}");
-    fs::remove_file(store.join(&soft_deleted[0])).unwrap();
+    remove_the_soft_deleted_archive(&store);
     must_keep_data(
         &mut t,
         "no-delete: compact with unused packs",
@@ -807,9 +811,7 @@ fn http_no_delete_scenario(which: Impl, no_delete: &str) -> Transcript {
     let server = serve(owner.stop(), &nd_args);
     let repo = server.url(auth);
     must_keep_data(&mut t, "no-delete: compact", &borg, &repo, &store, &["compact", "--threshold", "0"]);
-    let soft_deleted: Vec<_> = store_files(&store, "archives").into_iter().filter(|f| f.ends_with(".del")).collect();
-    assert_eq!(soft_deleted.len(), 1, "one soft-deleted archive expected: {soft_deleted:?}");
-    fs::remove_file(store.join(&soft_deleted[0])).unwrap();
+    remove_the_soft_deleted_archive(&store);
     must_keep_data(
         &mut t,
         "no-delete: compact with unused packs",

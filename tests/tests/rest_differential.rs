@@ -21,10 +21,9 @@ use borgstore_tests::differential::{
     compare, stop_gracefully, tree, tree_differences, Diff, Outcome, Request, Rules, StdioSession, TcpClient,
 };
 use borgstore_tests::python::{bin_dir, Version};
-use borgstore_tests::rest::{free_port, wait_port, Impl, RestServer, ACCEPT};
+use borgstore_tests::rest::{free_port, Impl, RestServer, ACCEPT};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -1020,21 +1019,7 @@ fn run_tcp(cfg: &Config) -> RunResult {
         let dir = tempfile::tempdir().unwrap();
         prepare_store(dir.path(), cfg.store);
         let backend = format!("file://{}", dir.path().join("store").display());
-        let port = free_port();
-        let log = dir.path().join("server.log");
-        let logfile = std::fs::File::create(&log).unwrap();
-        let child = Command::new(exe(which))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--backend", &backend])
-            .args(cfg.flags)
-            .current_dir(dir.path())
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logfile)
-            .spawn()
-            .expect("start borgstore-server-rest");
-        wait_port(port, "borgstore-server-rest", &log);
-        RestServer { child, port, dir, log }
+        RestServer::start_exe(&exe(which), dir, &backend, free_port(), cfg.flags)
     };
     let mut ours = start(Impl::Ours);
     let mut python = start(Impl::Python);
