@@ -10,7 +10,7 @@
 //! Bad input never panics and never disturbs other connections: an oversize frame is
 //! answered with an error (id 0) and the connection closed; a malformed body gets an
 //! error reply (id 0) and the connection goes on; a body that does not arrive in time
-//! (see [`body_deadline`]) ends the connection. On shutdown the reader stops at the
+//! (nothing sent for [`limits::BODY_IDLE`]) ends the connection. On shutdown the reader stops at the
 //! next frame boundary.
 
 use super::commands::{dispatch, Dispatched};
@@ -25,7 +25,6 @@ use borgstore_ipc::protocol::{Reply, Request, Response, LIST_CHUNK};
 use borgstore_ipc::Error;
 use futures::{Stream, StreamExt};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
@@ -33,14 +32,22 @@ use tokio_util::codec::FramedRead;
 /// Requests of one connection in the daemon at once (read, not yet answered).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// The slowest rate a frame body may arrive at once announced [bytes/s].
-const SLOWEST_BODY_RATE: u64 = 1 << 20;
-
-/// How long the body of a frame of `len` bytes may take once its header is in:
-/// [`limits::BODY_IDLE`], plus a second per MiB. A client that stalls with room
-/// reserved for its bytes loses the connection.
-pub fn body_deadline(len: u32) -> Duration {
-    limits::BODY_IDLE + Duration::from_secs(len as u64 / SLOWEST_BODY_RATE)
+/// The body of an announced frame, as long as the client keeps sending: a client that
+/// sends nothing for [`limits::BODY_IDLE`] (with room reserved for its bytes) gets None
+/// and loses the connection, however large the frame. (`FramedRead` keeps what it read
+/// when a wait is cut short, so the wait can be resumed.)
+async fn body_while_sending<R>(frames: &mut FramedRead<R, FrameCodec>) -> Option<Result<Incoming, FrameError>>
+where
+    FramedRead<R, FrameCodec>: Stream<Item = Result<Incoming, FrameError>> + Unpin,
+{
+    let mut buffered = frames.read_buffer().len();
+    loop {
+        match tokio::time::timeout(limits::BODY_IDLE, frames.next()).await {
+            Ok(next) => return next,
+            Err(_) if frames.read_buffer().len() > buffered => buffered = frames.read_buffer().len(),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Read requests from `frames` until the client ends, breaks framing, or `shutdown`;
@@ -77,9 +84,9 @@ pub async fn read_requests<R>(
         };
         // Room for the bytes first (this connection's share, then the daemon's), then the bytes.
         let room = Room::reserve(&connection_budget, &daemon_budget, len as u64).await;
-        let body = match tokio::time::timeout(body_deadline(len), frames.next()).await {
-            Ok(Some(Ok(Incoming::Frame(body)))) => body,
-            Ok(Some(Err(e))) => {
+        let body = match body_while_sending(&mut frames).await {
+            Some(Ok(Incoming::Frame(body))) => body,
+            Some(Err(e)) => {
                 let _ = tx.send(refuse(e)).await;
                 break;
             }
@@ -163,5 +170,46 @@ async fn stream_list(id: u64, lister: Pending<Lister>, tx: &mpsc::Sender<Outgoin
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    /// A frame of `len` bytes announced, then `pieces` of 100 bytes with `pause` between.
+    async fn body_after(len: u32, pieces: usize, pause: Duration) -> Option<Result<Incoming, FrameError>> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut frames = FramedRead::new(server, FrameCodec::new(u32::MAX));
+        client.write_all(&len.to_le_bytes()).await.unwrap();
+        assert_eq!(frames.next().await.unwrap().unwrap(), Incoming::Announced(len));
+        tokio::spawn(async move {
+            for _ in 0..pieces {
+                tokio::time::sleep(pause).await;
+                client.write_all(&[7; 100]).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(client);
+        });
+        body_while_sending(&mut frames).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_coming_is_waited_for_however_long_it_takes() {
+        // Ten pieces, each just inside the idle limit: 9.5 minutes in all.
+        let got = body_after(1000, 10, limits::BODY_IDLE - Duration::from_secs(3)).await;
+        assert!(matches!(got, Some(Ok(Incoming::Frame(b))) if b.len() == 1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_coming_ends_after_the_idle_limit() {
+        let started = tokio::time::Instant::now();
+        // A large frame announced (room reserved for it), a little of it, then nothing:
+        // the wait does not grow with the announced size.
+        assert!(body_after(256 << 20, 5, Duration::from_secs(1)).await.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= limits::BODY_IDLE && waited < limits::BODY_IDLE * 3, "gave up after {waited:?}");
     }
 }
