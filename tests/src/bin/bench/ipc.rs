@@ -9,7 +9,7 @@
 //! the daemon's memory before and after 64 concurrent clients.
 
 use crate::common::{keys, rss_kib, BenchDaemon, Mode, Rates, Results, OPS};
-use crate::limits::{raw_fs, socket_rtt};
+use crate::limits::{raw_fs, socket_pairs, socket_rtt};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
 use borgstore_daemon::backends::posixfs::{PosixFs, PosixFsOptions};
@@ -60,13 +60,26 @@ pub async fn engine_run(size: usize, n: usize) -> Rates {
 }
 
 /// The same workload through the daemon, split over `clients` concurrent clients (list:
-/// one call by one client).
-async fn daemon_run(d: &BenchDaemon, store: &str, size: usize, n: usize, clients: usize) -> Rates {
+/// one call by one client). With `rtt_beside`, a std socket ping-pong of as many round
+/// trips runs right before and right after each op's timed loop, and the second map
+/// holds their mean per op: on a shared VM the round trip moves by 5x within minutes, so
+/// a limit measured at another moment says little about this one.
+async fn daemon_run(
+    d: &BenchDaemon,
+    store: &str,
+    size: usize,
+    n: usize,
+    clients: usize,
+    rtt_beside: bool,
+) -> (Rates, Rates) {
     let (first, cs) = d.clients(store, clients).await;
     let ks = Arc::new(keys(n));
     let value = Arc::new(vec![0x5au8; size]);
     let mut r = Rates::new();
+    let mut rtts = Rates::new();
+    let rtt_now = || socket_rtt(64, n.max(200));
     for op in ["store", "load", "info", "delete"] {
+        let rtt_before = if rtt_beside { rtt_now() } else { f64::NAN };
         if op == "delete" {
             let t = Instant::now();
             let listed = first.list("data", false).await.unwrap().collect().await.unwrap().len();
@@ -94,9 +107,16 @@ async fn daemon_run(d: &BenchDaemon, store: &str, size: usize, n: usize, clients
             t.await.unwrap();
         }
         r.insert(op, n as f64 / t.elapsed().as_secs_f64());
+        if rtt_beside {
+            let mean = (rtt_before + rtt_now()) / 2.0;
+            rtts.insert(op, mean);
+            if op == "delete" {
+                rtts.insert("list", mean);
+            }
+        }
     }
     first.destroy().await.unwrap();
-    r
+    (r, rtts)
 }
 
 /// Python borgstore in-process on the same workload, from the venv tests/run makes.
@@ -155,11 +175,12 @@ pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
         let raw1 = raw_fs(&ks, size, 1);
         let raw16 = raw_fs(&ks, size, 16);
         let engine = engine_run(size, n).await;
-        let ipc1 = daemon_run(d, store, size, n, 1).await;
-        let ipc16 = daemon_run(d, store, size, n, 16).await;
+        let (ipc1, rtt1) = daemon_run(d, store, size, n, 1, true).await;
+        let (ipc16, _) = daemon_run(d, store, size, n, 16, false).await;
         let python = python_run(size, n);
         // One client waits a round trip per request (list: one call for all n items).
         let lim1 = |op: &str| {
+            let rtt = rtt1[op];
             let per = if op == "list" { rtt / n as f64 } else { rtt };
             1.0 / (per + 1.0 / raw1[op])
         };
@@ -183,7 +204,23 @@ pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
             println!("{op:<7} {a:>11.0} {la:>9.0} {:>6.2} {b:>11.0} {lb:>9.0} {:>6.2} {:>7.2}", a / la, b / lb, b / a);
         }
         println!("(limits: in-process = raw file ops, 1 thread; IPC 1 cl. = 1 / (socket round trip + raw op),");
+        println!(" the round trip measured right before and after each op's run: mean of the two,");
         println!(" list: one round trip for all items; IPC 16 cl. = raw file ops on 16 threads, list: as 1 cl.)");
+        if size == 4096 {
+            // 16 clients share two cores with the daemon: each request costs both sides
+            // a wake-up, whatever the file system does.
+            let pairs = socket_pairs(16, n.max(200));
+            let lim = 1.0 / (1.0 / pairs + 1.0 / raw16["load"]);
+            println!(
+                "load, sockets counted: IPC 16 cl. {:.0}, limit {lim:.0}, ratio {:.2}",
+                ipc16["load"],
+                ipc16["load"] / lim
+            );
+            println!(
+                "(limit: 1 / (1 / round trips/s of 16 std socket ping-pongs at once ({pairs:.0}) + 1 / raw reads/s on 16 threads))"
+            );
+            res.set("ipc16lim/4k/load-sockets", lim);
+        }
         if size > 4096 {
             // For a big value the 64-byte round trip is not the floor: moving the bytes is.
             let moved = socket_rtt(size, mode.pick(2, 20, 100));
@@ -194,6 +231,7 @@ pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
                 ipc1["load"] / lim
             );
             println!("(limit: 1 / (std Unix socket round trip with an answer of {label} + raw read))");
+            res.set(format!("ipc1lim/{tag}/load-moved"), lim);
         }
         println!();
         res.set_rates(&format!("raw1/{tag}"), &raw1);

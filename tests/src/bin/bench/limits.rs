@@ -3,6 +3,8 @@
 //!
 //! - [`socket_rtt`]: a plain std Unix-socket ping-pong (64 bytes, two threads), the floor
 //!   under any IPC request; with an 8 MiB answer, the floor under an 8 MiB load;
+//! - [`socket_pairs`]: that ping-pong on N pairs of threads at once, the most round
+//!   trips per second the machine's cores give N clients;
 //! - [`raw_fs`]: file operations on the store's own layout (`data/01/23/0123…`, fsync off):
 //!   temp file + write + rename, read whole file (into a reused buffer), stat, unlink, and a recursive readdir
 //!   with a stat per item (what list answers), on 1 or N threads;
@@ -56,6 +58,39 @@ pub fn socket_rtt(answer: usize, rounds: usize) -> f64 {
     drop(c);
     server.join().unwrap();
     rtt
+}
+
+/// Round trips per second of `pairs` std Unix-socket ping-pongs (64 bytes each way) run
+/// at once, `rounds` each: what the cores allow N concurrent clients before any work.
+pub fn socket_pairs(pairs: usize, rounds: usize) -> f64 {
+    let start = Barrier::new(pairs + 1);
+    let start = &start;
+    // The scope returns once every pair is done: the clock runs from the start signal
+    // to the last pair's end.
+    let started = std::thread::scope(|s| {
+        for _ in 0..pairs {
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            s.spawn(move || {
+                let mut req = [0u8; 64];
+                while b.read_exact(&mut req).is_ok() {
+                    if b.write_all(&req).is_err() {
+                        break;
+                    }
+                }
+            });
+            s.spawn(move || {
+                let mut buf = [0x5au8; 64];
+                start.wait();
+                for _ in 0..rounds {
+                    a.write_all(&buf.clone()).unwrap();
+                    a.read_exact(&mut buf).unwrap();
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    (pairs * rounds) as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Store `value` as `leaf` in `dir` the way the posixfs backend does with fsync off: a
