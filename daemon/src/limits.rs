@@ -13,6 +13,11 @@
 //!
 //! Excess requests wait for room: IPC readers pause (the client's socket fills up), REST
 //! uploads wait up to [`REST_WAIT`] and then get 503.
+//!
+//! Replies: a large loaded value is sent from its open file a piece at a time, not held
+//! whole ([`crate::backends::value`]); at most [`crate::backends::value::OPEN_MAX`] are
+//! open at once. [`raise_open_files`] lifts the process's soft limit on open files to
+//! its hard limit at start, so those and many connections fit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +31,20 @@ pub const PER_CONNECTION: u64 = 64 << 20;
 pub const REST_WAIT: Duration = Duration::from_secs(30);
 /// How long a client may leave a started request body without sending a byte.
 pub const BODY_IDLE: Duration = Duration::from_secs(60);
+
+/// Raise the soft limit on open files to the hard limit (1024 by default on many
+/// systems, while the hard limit is far higher); returns the limit now in force.
+pub fn raise_open_files() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current < now.maximum {
+        let raised = Rlimit { current: now.maximum, maximum: now.maximum };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return now.maximum;
+        }
+    }
+    now.current
+}
 
 /// Reservations are counted in KiB, so budgets of any size fit the semaphore.
 const UNIT: u64 = 1024;

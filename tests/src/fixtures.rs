@@ -29,6 +29,12 @@ pub async fn posixfs() -> Fixture {
     posixfs_with(PosixFsOptions::default())
 }
 
+/// posixfs as the daemon runs it: no file call on the calling thread except those the
+/// kernel's caches answer (`off_thread`).
+pub async fn posixfs_off_thread() -> Fixture {
+    posixfs_with(PosixFsOptions { off_thread: true, ..Default::default() })
+}
+
 /// posixfs with options (permissions, quota, fsync).
 pub fn posixfs_with(options: PosixFsOptions) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -618,3 +618,103 @@ async fn idle_connections_do_not_keep_the_buffers_of_large_frames() {
     drop(idle);
     still_serves(&d).await;
 }
+
+/// The file of the only item under `root` that is `len` bytes long.
+fn file_of_len(root: &std::path::Path, len: u64) -> std::path::PathBuf {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                dirs.push(e.path());
+            } else if md.len() == len {
+                return e.path();
+            }
+        }
+    }
+    panic!("no file of {len} bytes under {}", root.display());
+}
+
+/// Send a load of `name` on a fresh raw connection and do not read the answer.
+fn load_unread(d: &Daemon, name: &str) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&encode_frame(&Hello::new("unread"), u32::MAX).unwrap()).unwrap();
+    assert!(matches!(read_msg::<HandshakeReply>(&mut s), Some(HandshakeReply::Accepted(_))));
+    let load =
+        Request { id: 1, store: "s".into(), op: Op::Load { name: name.into(), offset: 0, size: None, deleted: false } };
+    s.write_all(&encode_frame(&load, u32::MAX).unwrap()).unwrap();
+    s
+}
+
+/// A large value goes out from its open file a piece at a time. When another program
+/// cuts the file short while it is being sent, the length already announced cannot be
+/// kept: that connection ends (the client sees a short frame, never wrong bytes passed
+/// off as whole), and the daemon goes on serving everybody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_cut_short_while_it_is_sent_ends_that_connection_only() {
+    const BIG: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let arg = format!("s=file://{}", root.display());
+    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
+    created(&d).await;
+    let c = d.client("s").await;
+    c.store("big", vec![0x42; BIG]).await.unwrap();
+    let file = file_of_len(&root, BIG as u64);
+
+    let mut s = load_unread(&d, "big");
+    // The daemon writes until the socket is full, then waits for the client.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(1000).unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let announced = u32::from_le_bytes(header) as usize;
+    assert!(announced > BIG, "the frame announces the whole value");
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("the daemon neither sent the value nor closed the connection: {e}"),
+        }
+    }
+    assert!(got < announced, "a short file cannot fill the frame ({got} of {announced} bytes)");
+
+    still_serves(&d).await;
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("became shorter"), "the daemon says why it closed: {log}");
+    assert!(!log.contains(&root.display().to_string()), "no storage path in the log line");
+}
+
+/// Clients that ask for large values and do not read them hold a piece of each, not the
+/// values: 16 loads of 8 MiB left unread cost the daemon far less than 128 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_large_loads_do_not_hold_their_values_in_memory() {
+    const BIG: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("s=file://{}/s", dir.path().display());
+    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
+    created(&d).await;
+    let c = d.client("s").await;
+    for i in 0..16u8 {
+        c.store(&format!("big{i}"), vec![i; BIG]).await.unwrap();
+    }
+    // Longer than two trim intervals: what the stores used is given back first.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = borgstore_tests::memory::read(d.child.id()).rss;
+    let unread: Vec<UnixStream> = (0..16u8).map(|i| load_unread(&d, &format!("big{i}"))).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let held = borgstore_tests::memory::read(d.child.id()).rss.saturating_sub(before);
+    eprintln!("16 unread 8 MiB loads: daemon RSS grew by {} MiB", held >> 20);
+    assert!(held < 32 << 20, "16 unread loads hold {} MiB", held >> 20);
+    // Each still arrives whole once its client reads.
+    for (i, mut s) in unread.into_iter().enumerate() {
+        match read_msg::<Response>(&mut s).expect("the answer").body {
+            Reply::Data(v) => assert!(v.len() == BIG && v.iter().all(|b| *b == i as u8)),
+            other => panic!("load: {other:?}"),
+        }
+    }
+    still_serves(&d).await;
+}

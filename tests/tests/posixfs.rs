@@ -308,3 +308,63 @@ async fn a_move_onto_itself_changes_nothing_and_frees_nothing() {
     be.move_("ns/y", "ns/x").await.unwrap();
     assert_eq!(be.quota().await.unwrap().usage, 3);
 }
+
+/// The daemon's posixfs answers an info and a small load from the kernel's caches on
+/// the calling thread, and goes to the blocking pool for what is not in memory, for
+/// large values, and for everything that writes.
+#[tokio::test]
+async fn off_thread_info_and_small_loads_come_from_the_caches_and_the_rest_from_the_pool() {
+    use borgstore_daemon::backends::posixfs::{PosixFs, INLINE_MAX};
+    use borgstore_daemon::backends::value::Value;
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let be = PosixFs::new(root.clone(), PosixFsOptions { off_thread: true, ..Default::default() }).unwrap();
+    be.create().await.unwrap();
+    be.open().await.unwrap();
+    let small: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    be.store("data/aa/01", Bytes::from(small.clone())).await.unwrap();
+    let large = vec![9u8; INLINE_MAX as usize + 2];
+    be.store("data/aa/02", Bytes::from(large.clone())).await.unwrap();
+
+    // The first lookup of a missing name may go to the pool; it leaves the kernel a
+    // negative entry that answers the next ones.
+    assert!(!be.info("data/aa/missing").await.unwrap().exists);
+    let before = be.pool_calls();
+    for _ in 0..50 {
+        assert_eq!(be.info("data/aa/01").await.unwrap().size, 4096);
+        assert_eq!(&be.load("data/aa/01", 0, None).await.unwrap()[..], &small[..]);
+        assert_eq!(&be.load("data/aa/01", -100, Some(10)).await.unwrap()[..], &small[3996..4006]);
+        assert!(!be.info("data/aa/missing").await.unwrap().exists);
+    }
+    assert_eq!(kind(be.load("data/aa/missing", 0, None).await), ErrorKind::ObjectNotFound);
+    assert_eq!(be.pool_calls(), before, "answered from the caches, no hop");
+
+    // A large value is opened from the caches and read in pieces by its reader (the
+    // door), from the page cache where it is there, not by a call of the backend.
+    assert_eq!(&be.load("data/aa/02", 0, None).await.unwrap()[..], &large[..]);
+    match be.load_value("data/aa/02", 1, None).await.unwrap() {
+        Value::File(mut range) => {
+            assert_eq!(range.left(), large.len() as u64 - 1);
+            let mut got = 0;
+            while let Some(piece) = range.next_piece().await.unwrap() {
+                got += piece.len();
+            }
+            assert_eq!(got, large.len() - 1);
+        }
+        Value::Bytes(_) => panic!("a large value comes as its open file"),
+    }
+    assert_eq!(be.pool_calls(), before);
+
+    // A value no longer in the page cache is read on the pool, and read right.
+    let f = fs::File::open(root.join("data/aa/01")).unwrap();
+    f.sync_all().unwrap();
+    posix_fadvise(f.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+    assert_eq!(&be.load("data/aa/01", 0, None).await.unwrap()[..], &small[..]);
+    assert_eq!(be.pool_calls(), before + 1);
+
+    // Writes always go to the pool.
+    be.store("data/aa/03", Bytes::from_static(b"w")).await.unwrap();
+    assert!(be.pool_calls() > before + 1);
+}

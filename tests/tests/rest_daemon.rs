@@ -80,3 +80,40 @@ async fn sigterm_stops_rest_and_ipc_cleanly() {
     assert!(status.success(), "{status:?}; log:\n{}", d.log_text());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// A large value leaves its file a piece at a time. Cut short by another program while
+/// it is sent, the answer cannot reach its announced length: that connection is closed
+/// (the client sees a short body, never a shorter value passed off as whole), and the
+/// front end goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_cut_short_while_it_is_sent_closes_that_connection() {
+    const BIG: usize = 8 << 20;
+    let port = free_port();
+    let d = daemon_with_rest(port, &[]);
+    assert_eq!(request(port, "POST", "/other/?cmd=create", None, &[], b"").status, 200);
+    assert_eq!(request(port, "POST", "/other/config/big", None, &[], &vec![7u8; BIG]).status, 200);
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let get = format!("GET /other/config/big HTTP/1.1\r\nHost: x\r\nAccept: {}\r\n\r\n", borgstore_tests::rest::ACCEPT);
+    s.write_all(get.as_bytes()).unwrap();
+    // The server sends until the socket is full, then waits for this client.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::OpenOptions::new().write(true).open(d.path("other/config/big")).unwrap().set_len(1000).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the server neither sent the value nor closed the connection: {e}"),
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer head") + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.contains(&format!("content-length: {BIG}")), "{head}");
+    assert!(got.len() - head_end < BIG, "a short file cannot fill the body");
+
+    assert_eq!(request(port, "POST", "/other/config/small", None, &[], b"still").status, 200);
+    assert_eq!(request(port, "GET", "/other/config/small", None, &[], b"").body, b"still");
+}

@@ -12,6 +12,8 @@
 //! - `rest_client` (feature `rest-client`): `http(s)://` and `rest://`, the REST protocol v1.
 //! - [`url`]: turns a store URL into a backend.
 //! - [`body`]: a value that arrives in pieces (a streamed REST upload).
+//! - [`value`]: a loaded value that leaves in pieces (a large posixfs value, sent from
+//!   its open file).
 //! - [`durability`]: the `fsync` setting, what each mode promises and how backends keep it.
 //! - `retry` (with any remote backend): the one retry policy of the remote backends.
 //!
@@ -34,6 +36,7 @@ pub mod s3;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 pub mod url;
+pub mod value;
 
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::nest;
@@ -77,6 +80,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn info(&self, name: &str) -> Result<ItemInfo>;
     /// Bytes of `name` from `offset` (negative: from the end) for `size` bytes (None: to the end).
     async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes>;
+    /// Like [`Backend::load`], for a door that sends the value on: a backend that can
+    /// answer with an open file ([`value::Value::File`]) saves holding the whole value.
+    async fn load_value(&self, name: &str, offset: i64, size: Option<u64>) -> Result<value::Value> {
+        self.load(name, offset, size).await.map(value::Value::Bytes)
+    }
     /// Store `value` as `name`, atomically: readers see the old or the new value.
     async fn store(&self, name: &str, value: Bytes) -> Result<()>;
     /// Delete `name`.

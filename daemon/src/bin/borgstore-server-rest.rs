@@ -186,6 +186,7 @@ fn adopt(fd: OwnedFd) -> std::io::Result<Listen> {
 
 fn main() {
     borgstore_daemon::memory::few_arenas();
+    borgstore_daemon::limits::raise_open_files();
     let argv: Vec<String> = std::env::args().collect();
     let args = if argv.get(1).map(String::as_str) == Some("serve") { borg_serve(&argv[1..]) } else { Args::parse() };
     let inherited = if args.socket_activation {

@@ -95,6 +95,7 @@ struct Args {
 
 fn main() {
     borgstore_daemon::memory::few_arenas();
+    borgstore_daemon::limits::raise_open_files();
     let args = Args::parse();
     // Taken before any thread starts (the call edits the environment).
     let inherited = match systemd::listen_fds() {

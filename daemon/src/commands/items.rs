@@ -3,6 +3,7 @@
 
 use super::item;
 use crate::actor::ordering::Access;
+use crate::backends::value::Value;
 use crate::hashing::HashAlgorithm;
 use crate::store::{Lister, MoveAction};
 use borgstore_ipc::ItemInfo;
@@ -32,9 +33,9 @@ pub struct Load {
     pub deleted: bool,
 }
 
-command!(Load -> Bytes,
+command!(Load -> Value,
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.load(&c.name, c.offset, c.size, c.deleted).await);
+    apply |c, served| served.open().await?.load_value(&c.name, c.offset, c.size, c.deleted).await);
 
 /// Store a value atomically, replacing an existing one.
 pub struct Store {

@@ -7,6 +7,7 @@
 
 use crate::actor::ordering::Access;
 use crate::backends::body::Body;
+use crate::backends::value::Value;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::item_of;
@@ -67,7 +68,7 @@ pub struct Load {
     pub size: Option<u64>,
 }
 
-command!(Load -> Bytes,
+command!(Load -> Value,
     access |c| item(&c.name),
     apply |c, served| served.open().await?.nested().load(&c.name, c.offset, c.size).await);
 

@@ -6,8 +6,10 @@
 //! configure a cache. Arguments given as text on the wire (hash algorithm, cache mode)
 //! are parsed here, so a bad one is refused before the store sees the command.
 
+use super::writer::Answer;
 use crate::access::{Caller, Door, LocalPeer, Refusal};
 use crate::actor::{Pending, Registry, StoreHandle};
+use crate::backends::value::Value;
 use crate::commands::{items, lifecycle, ranges, Command};
 use crate::limits::Room;
 use crate::store::{DefragName, Lister, MoveAction};
@@ -19,8 +21,8 @@ use futures::future::BoxFuture;
 pub enum Dispatched {
     /// Answered at once (ping, stores, refusals, bad arguments).
     Now(Reply),
-    /// One reply, once the store has run the command.
-    Later(BoxFuture<'static, Reply>),
+    /// One answer, once the store has run the command.
+    Later(BoxFuture<'static, Answer>),
     /// A listing: a cursor to stream in chunks, once the store has opened it.
     Listing(Pending<Lister>),
 }
@@ -88,7 +90,11 @@ async fn submit(store: &StoreHandle, op: Op, room: Room) -> Result<Dispatched> {
         Op::Info { name, deleted } => later(store, items::Info { name, deleted }, room, Reply::Info).await?,
         Op::Load { name, offset, size, deleted } => {
             let load = items::Load { name, offset, size, deleted };
-            later(store, load, room, |data| Reply::Data(data.into())).await?
+            later(store, load, room, |value| match value {
+                Value::Bytes(data) => Answer::Reply(Reply::Data(data.into())),
+                Value::File(range) => Answer::File(range),
+            })
+            .await?
         }
         Op::Store { name, value } => later(store, items::Store { name, value: value.into() }, room, ok).await?,
         Op::Delete { name, deleted } => later(store, items::Delete { name, deleted }, room, ok).await?,
@@ -123,18 +129,18 @@ async fn submit(store: &StoreHandle, op: Op, room: Room) -> Result<Dispatched> {
     })
 }
 
-/// Submit `command`; once it is done, `reply` makes its output the wire reply.
-async fn later<C: Command>(
+/// Submit `command`; once it is done, `reply` makes its output the answer.
+async fn later<C: Command, A: Into<Answer> + 'static>(
     store: &StoreHandle,
     command: C,
     room: Option<Room>,
-    reply: fn(C::Output) -> Reply,
+    reply: fn(C::Output) -> A,
 ) -> Result<Dispatched> {
     let pending = store.submit(command, room).await?;
     Ok(Dispatched::Later(Box::pin(async move {
         match pending.await {
-            Ok(output) => reply(output),
-            Err(e) => Reply::Err(e),
+            Ok(output) => reply(output).into(),
+            Err(e) => Answer::Reply(Reply::Err(e)),
         }
     })))
 }

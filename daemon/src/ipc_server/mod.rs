@@ -121,7 +121,15 @@ async fn connection(stream: Stream, registry: Arc<Registry>, options: ServerOpti
     let (tx, rx) = mpsc::channel::<Outgoing>(REPLY_QUEUE);
     let write_stream = stream.clone();
     let max_frame = options.max_frame;
-    let writer = tokio::spawn(async move { write_replies(&*write_stream, max_frame, rx).await });
+    let writer = tokio::spawn(async move {
+        if !write_replies(&*write_stream, max_frame, rx).await {
+            // Gone, or a reply written in part: nothing more can be said on this
+            // connection. Shutting it down both ways ends the reader too.
+            use std::os::fd::{AsFd, AsRawFd};
+            let fd = write_stream.inner().as_fd().as_raw_fd();
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
+    });
     read_requests(frames, &registry, &peer, tx, shutdown).await;
     let _ = writer.await;
 }

@@ -16,9 +16,11 @@ use super::sources::sources;
 use super::{range, RestApp};
 use crate::actor::registry::StoreEntry;
 use crate::backends::body::{Body, BodyStream, STREAM_ABOVE};
+use crate::backends::value::Value;
 use crate::backends::DefragTarget;
 use crate::commands::{lifecycle, nested};
 use crate::limits::Reservation;
+use actix_web::body::SizedStream;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use borgstore_ipc::{Error, ItemInfo, Result};
@@ -196,9 +198,15 @@ impl Route {
                     .body(HeadBody(info.size)))
             }
             Route::Load { load, partial } => {
-                let data = store.run(load).await?;
+                let value = store.run(load).await?;
                 let code = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
-                Ok(HttpResponse::build(code).content_type("application/octet-stream").body(data))
+                let mut answer = HttpResponse::build(code);
+                answer.content_type("application/octet-stream");
+                Ok(match value {
+                    Value::Bytes(data) => answer.body(data),
+                    // A large value leaves its file a piece at a time (see backends::value).
+                    Value::File(range) => answer.body(SizedStream::new(range.left(), range.into_pieces())),
+                })
             }
             Route::Gather => {
                 let (body, _held) = early!(json_body(r.http, r.app, payload).await);

@@ -21,6 +21,7 @@ pub mod list;
 pub mod nested;
 pub mod stats;
 
+use crate::backends::value::Value;
 use crate::backends::{Backend, DefragTarget};
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::{nest, unnest};
@@ -374,21 +375,23 @@ impl Store {
 
     /// Load `size` bytes (None: to the end) from `offset` (negative: from the end).
     pub async fn load(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Bytes> {
+        self.load_value(name, offset, size, deleted).await?.into_bytes().await
+    }
+
+    /// Like [`Store::load`], for a door that sends the value on: a large posixfs value
+    /// comes as its open file, to be sent a piece at a time ([`Value`]).
+    pub async fn load_value(&self, name: &str, offset: i64, size: Option<u64>, deleted: bool) -> Result<Value> {
         self.counted("load", async {
             let nested = self.find(name, deleted).await?;
-            let data = match self.cached(name) {
-                Some((c, mode)) => self.cached_load(&c, mode, &nested, offset, size).await?,
+            let value = match self.cached(name) {
+                Some((c, mode)) => Value::Bytes(self.cached_load(&c, mode, &nested, offset, size).await?),
                 None => {
-                    self.backend_call(
-                        Some("load"),
-                        |v: &Bytes| v.len() as u64,
-                        self.inner.backend.load(&nested, offset, size),
-                    )
-                    .await?
+                    let load = self.inner.backend.load_value(&nested, offset, size);
+                    self.backend_call(Some("load"), Value::len, load).await?
                 }
             };
-            self.stats_add("load_volume", data.len() as u64);
-            Ok(data)
+            self.stats_add("load_volume", value.len());
+            Ok(value)
         })
         .await
     }

@@ -12,6 +12,7 @@
 
 use super::Store;
 use crate::backends::body::Body;
+use crate::backends::value::Value;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
 use crate::names::validate_name;
@@ -66,14 +67,15 @@ impl Nested<'_> {
         Ok(items)
     }
 
-    /// `size` bytes (None: to the end) from `offset` (negative: from the end).
-    pub async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes> {
+    /// `size` bytes (None: to the end) from `offset` (negative: from the end); a large
+    /// posixfs value comes as its open file ([`Value`]).
+    pub async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Value> {
         validate_name(name)?;
         let s = self.store;
-        let load = s.backend_call(Some("load"), |v: &Bytes| v.len() as u64, s.inner.backend.load(name, offset, size));
-        let data = s.counted("load", load).await?;
-        s.stats_add("load_volume", data.len() as u64);
-        Ok(data)
+        let load = s.backend_call(Some("load"), Value::len, s.inner.backend.load_value(name, offset, size));
+        let value = s.counted("load", load).await?;
+        s.stats_add("load_volume", value.len());
+        Ok(value)
     }
 
     /// Store `value` (which may still be arriving, see [`Body`]) under `name`.

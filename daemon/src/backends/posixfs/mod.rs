@@ -12,8 +12,9 @@
 //!   acknowledged before its flush.
 //! - The quota lock is held only around the final check, rename and count of a store,
 //!   never while its bytes are written.
-//! - [`permissions`]: the `l r w W D` letters; [`quota`]: usage tracking in `quota.hid`;
-//!   [`sweep`]: stale temp files of killed writes are removed at open.
+//! - [`cached`]: info and load from the kernel's caches only, for the daemon's store
+//!   thread; [`permissions`]: the `l r w W D` letters; [`quota`]: usage tracking in
+//!   `quota.hid`; [`sweep`]: stale temp files of killed writes are removed at open.
 //! - Where a call runs: in-process, calls that take microseconds run on the calling
 //!   thread: info, list (one directory level), delete, move, mkdir, rmdir, quota, and
 //!   loads and stores of values up to [`INLINE_MAX`] bytes, unless `fsync = "always"`
@@ -22,9 +23,13 @@
 //!   small read from the page cache). Everything that may take long (large values,
 //!   per-file flushes, hash, gather, create, destroy, open) runs in
 //!   `spawn_blocking`. The daemon runs every call there
-//!   ([`PosixFsOptions::off_thread`]): its store thread never blocks on file I/O.
+//!   ([`PosixFsOptions::off_thread`]): its store thread never blocks on file I/O;
+//!   only an info and a load may skip the hop, when the kernel's caches answer them
+//!   without waiting ([`cached`]). A large load then answers with the open file, which
+//!   the door sends a piece at a time ([`crate::backends::value`]).
 //! - Error messages name the item, never the absolute path of the store.
 
+pub mod cached;
 pub mod permissions;
 pub mod quota;
 pub mod sweep;
@@ -32,18 +37,20 @@ pub mod sync;
 
 use super::body::{Body, BodyStream, STREAM_ABOVE};
 use super::durability::FsyncMode;
+use super::value::{FileRange, Value};
 use super::{check_range, defrag_target_name, Backend, DefragTarget};
 use crate::hashing::HashAlgorithm;
 use crate::names::{shown, validate_item_name, validate_name};
 use async_trait::async_trait;
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source};
 use bytes::Bytes;
+use cached::{Cached, Stat};
 pub use permissions::Permissions;
 use quota::QuotaState;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 use sync::GroupCommit;
@@ -77,6 +84,8 @@ struct Inner {
     quota: Mutex<Option<QuotaState>>,
     /// Group commit of `batch` mode, made at open.
     commit: Mutex<Option<GroupCommit>>,
+    /// Calls sent to the blocking pool so far (see [`PosixFs::pool_calls`]).
+    pool_calls: AtomicU64,
 }
 
 /// Bytes of a streamed value gathered before they are written in one go.
@@ -119,6 +128,7 @@ impl PosixFs {
                 opened: AtomicBool::new(false),
                 quota: Mutex::new(None),
                 commit: Mutex::new(None),
+                pool_calls: AtomicU64::new(0),
             }),
         })
     }
@@ -128,11 +138,18 @@ impl PosixFs {
         &self.inner.root
     }
 
+    /// How many calls this backend has sent to the blocking pool: tests and the bench
+    /// see with it which calls were answered without the hop.
+    pub fn pool_calls(&self) -> u64 {
+        self.inner.pool_calls.load(Ordering::Relaxed)
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
+        self.inner.pool_calls.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -283,7 +300,7 @@ fn sync_created(created: &[PathBuf]) -> io::Result<()> {
 }
 
 /// Describe an I/O error without any path in it.
-fn describe(e: &io::Error) -> String {
+pub(crate) fn describe(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code).to_string(),
         None => e.kind().to_string(),
@@ -314,15 +331,22 @@ fn timestamp(t: io::Result<std::time::SystemTime>) -> f64 {
     t.ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-fn item_info(leaf: &str, md: &fs::Metadata) -> ItemInfo {
+fn item_info(leaf: &str, st: Stat) -> ItemInfo {
     ItemInfo {
         name: leaf.to_string(),
         exists: true,
-        size: md.len(),
-        directory: md.is_dir(),
-        atime: timestamp(md.accessed()),
-        mtime: timestamp(md.modified()),
+        size: st.size,
+        directory: st.directory,
+        atime: timestamp(st.accessed),
+        mtime: timestamp(st.modified),
     }
+}
+
+/// The first byte and the byte count of `size` bytes (None: to the end) from `offset`
+/// (negative: from the end) of a file of `len` bytes.
+fn range_in(len: u64, offset: i64, size: Option<u64>) -> (u64, u64) {
+    let start = if offset >= 0 { offset as u64 } else { len.saturating_sub(offset.unsigned_abs()) };
+    (start, size.unwrap_or(u64::MAX).min(len.saturating_sub(start)))
 }
 
 fn leaf(name: &str) -> &str {
@@ -518,11 +542,31 @@ impl Inner {
     }
 
     fn info(&self, name: &str) -> Result<ItemInfo> {
+        let path = self.info_path(name)?;
+        Self::info_of(name, fs::metadata(path).map(|md| Stat::from(&md)))
+    }
+
+    /// [`Inner::info`] from the caches (see [`cached`]); `None`: the pool must ask.
+    fn info_cached(&self, name: &str) -> Result<Option<ItemInfo>> {
+        let path = self.info_path(name)?;
+        match cached::stat(&path) {
+            Cached::Hit(st) => Self::info_of(name, st).map(Some),
+            Cached::Miss => Ok(None),
+        }
+    }
+
+    /// Checks of an info: the path to look at.
+    fn info_path(&self, name: &str) -> Result<PathBuf> {
         self.must_be_open()?;
         let path = self.any_path(name)?;
         self.check(name, "lr")?;
-        match fs::metadata(path) {
-            Ok(md) => Ok(item_info(leaf(name), &md)),
+        Ok(path)
+    }
+
+    /// The answer of an info from what the file system said.
+    fn info_of(name: &str, st: io::Result<Stat>) -> Result<ItemInfo> {
+        match st {
+            Ok(st) => Ok(item_info(leaf(name), st)),
             // A name below a file does not exist either (every backend says so).
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
                 Ok(ItemInfo::missing(leaf(name)))
@@ -536,8 +580,7 @@ impl Inner {
     fn open_range(&self, name: &str, path: &Path, offset: i64, size: Option<u64>) -> Result<(File, u64, u64)> {
         let f = File::open(path).map_err(|e| gone_error("load", name, e))?;
         let len = f.metadata().map_err(|e| io_error("load", name, e))?.len();
-        let start = if offset >= 0 { offset as u64 } else { len.saturating_sub(offset.unsigned_abs()) };
-        let want = size.unwrap_or(u64::MAX).min(len.saturating_sub(start));
+        let (start, want) = range_in(len, offset, size);
         Ok((f, start, want))
     }
 
@@ -558,17 +601,31 @@ impl Inner {
         Self::read_from(name, f, start, want)
     }
 
-    fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes> {
-        let (file, start, want) = self.open_load(name, offset, size)?;
-        Self::read_from(name, file, start, want).map(Bytes::from)
-    }
-
     /// Checks and opening of a load: the file, the first byte, the bytes to read.
     fn open_load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<(File, u64, u64)> {
+        let path = self.load_path(name)?;
+        self.open_range(name, &path, offset, size)
+    }
+
+    /// [`Inner::open_load`] from the caches (see [`cached`]); `None`: the pool must open.
+    fn open_load_cached(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Option<(File, u64, u64)>> {
+        let path = self.load_path(name)?;
+        match cached::open(&path) {
+            Cached::Hit(Ok((f, len))) => {
+                let (start, want) = range_in(len, offset, size);
+                Ok(Some((f, start, want)))
+            }
+            Cached::Hit(Err(e)) => Err(gone_error("load", name, e)),
+            Cached::Miss => Ok(None),
+        }
+    }
+
+    /// Checks of a load: the path to open.
+    fn load_path(&self, name: &str) -> Result<PathBuf> {
         self.must_be_open()?;
         let path = self.item_path(name)?;
         self.check(name, "r")?;
-        self.open_range(name, &path, offset, size)
+        Ok(path)
     }
 
     /// The quick part of [`Inner::precheck`]: true when permissions and quota accept
@@ -736,7 +793,7 @@ impl Inner {
                 continue;
             }
             match fs::metadata(entry.path()) {
-                Ok(md) => out.push(item_info(&leaf, &md)),
+                Ok(md) => out.push(item_info(&leaf, Stat::from(&md))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("list", name, e)),
             }
@@ -814,13 +871,17 @@ impl Backend for PosixFs {
         self.group_flush().await
     }
     async fn info(&self, name: &str) -> Result<ItemInfo> {
+        if self.inner.options.off_thread {
+            if let Some(info) = self.inner.info_cached(name)? {
+                return Ok(info);
+            }
+        }
         let name = name.to_owned();
         self.run_maybe_inline(self.quick_inline(), move |i| i.info(&name)).await
     }
     async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Bytes> {
         if self.inner.options.off_thread {
-            let name = name.to_owned();
-            return self.run(move |i| i.load(&name, offset, size)).await;
+            return self.load_value(name, offset, size).await?.into_bytes().await;
         }
         // Opened here; read here when small, on the blocking pool when large.
         let (file, start, want) = self.inner.open_load(name, offset, size)?;
@@ -829,6 +890,34 @@ impl Backend for PosixFs {
         }
         let name = name.to_owned();
         self.run(move |_| Inner::read_from(&name, file, start, want)).await.map(Bytes::from)
+    }
+    async fn load_value(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Value> {
+        if !self.inner.options.off_thread {
+            return self.load(name, offset, size).await.map(Value::Bytes);
+        }
+        // Opened from the caches here when they know the way, else on the pool.
+        let (file, start, want) = match self.inner.open_load_cached(name, offset, size)? {
+            Some(opened) => opened,
+            None => {
+                let owned = name.to_owned();
+                self.run(move |i| i.open_load(&owned, offset, size)).await?
+            }
+        };
+        let file = if want > INLINE_MAX {
+            // Large: the door sends it from the file, a piece at a time (whole, read on
+            // the pool, when too many values are open as files already).
+            match FileRange::new(file, name, start, want) {
+                Ok(range) => return Ok(Value::File(range)),
+                Err(file) => file,
+            }
+        } else {
+            if let Cached::Hit(value) = cached::read(&file, start, want as usize) {
+                return Ok(Value::Bytes(Bytes::from(value)));
+            }
+            file
+        };
+        let name = name.to_owned();
+        self.run(move |_| Inner::read_from(&name, file, start, want)).await.map(|v| Value::Bytes(Bytes::from(v)))
     }
     async fn store(&self, name: &str, value: Bytes) -> Result<()> {
         let name = name.to_owned();
