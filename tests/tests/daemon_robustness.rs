@@ -577,17 +577,8 @@ async fn many_connections_pipelining_on_one_item_keep_fifo_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_keep_the_buffers_of_large_frames() {
     const BIG: usize = 8 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let arg = format!("s=file://{}/s", dir.path().display());
-    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
-    created(&d).await;
-    let open = || {
-        let mut s = UnixStream::connect(&d.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s.write_all(&encode_frame(&Hello::new("idle-test"), u32::MAX).unwrap()).unwrap();
-        assert!(matches!(read_msg::<HandshakeReply>(&mut s), Some(HandshakeReply::Accepted(_))));
-        s
-    };
+    let d = large_frames_daemon().await;
+    let open = || welcomed(&d, "idle-test");
     // Warm up (the store open, the allocator's arenas in use), then the baseline.
     let mut warm = open();
     assert_eq!(request(&mut warm, 1, Op::Store { name: "warm".into(), value: vec![7; BIG] }).body, Reply::Ok);
@@ -635,12 +626,27 @@ fn file_of_len(root: &std::path::Path, len: u64) -> std::path::PathBuf {
     panic!("no file of {len} bytes under {}", root.display());
 }
 
+/// A daemon with store `s` (created) in `DIR/s` and frames of the default size limit.
+async fn large_frames_daemon() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let arg = format!("s=file://{}/s", dir.path().display());
+    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
+    created(&d).await;
+    d
+}
+
+/// A raw connection past its handshake (any frame size the daemon allows).
+fn welcomed(d: &Daemon, client: &str) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(&encode_frame(&Hello::new(client), u32::MAX).unwrap()).unwrap();
+    assert!(matches!(read_msg::<HandshakeReply>(&mut s), Some(HandshakeReply::Accepted(_))));
+    s
+}
+
 /// Send a load of `name` on a fresh raw connection and do not read the answer.
 fn load_unread(d: &Daemon, name: &str) -> UnixStream {
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&encode_frame(&Hello::new("unread"), u32::MAX).unwrap()).unwrap();
-    assert!(matches!(read_msg::<HandshakeReply>(&mut s), Some(HandshakeReply::Accepted(_))));
+    let mut s = welcomed(d, "unread");
     let load =
         Request { id: 1, store: "s".into(), op: Op::Load { name: name.into(), offset: 0, size: None, deleted: false } };
     s.write_all(&encode_frame(&load, u32::MAX).unwrap()).unwrap();
@@ -654,11 +660,8 @@ fn load_unread(d: &Daemon, name: &str) -> UnixStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_cut_short_while_it_is_sent_ends_that_connection_only() {
     const BIG: usize = 8 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("s");
-    let arg = format!("s=file://{}", root.display());
-    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
-    created(&d).await;
+    let d = large_frames_daemon().await;
+    let root = d.dir.path().join("s");
     let c = d.client("s").await;
     c.store("big", vec![0x42; BIG]).await.unwrap();
     let file = file_of_len(&root, BIG as u64);
@@ -693,10 +696,7 @@ async fn a_value_cut_short_while_it_is_sent_ends_that_connection_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_large_loads_do_not_hold_their_values_in_memory() {
     const BIG: usize = 8 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let arg = format!("s=file://{}/s", dir.path().display());
-    let d = Daemon::start_in(dir, &["--store", &arg], &[]);
-    created(&d).await;
+    let d = large_frames_daemon().await;
     let c = d.client("s").await;
     for i in 0..16u8 {
         c.store(&format!("big{i}"), vec![i; BIG]).await.unwrap();

@@ -51,6 +51,16 @@ pub struct Stat {
     pub modified: io::Result<SystemTime>,
 }
 
+impl<T> Cached<T> {
+    /// The answer made into another, or still none.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Cached<U> {
+        match self {
+            Cached::Hit(v) => Cached::Hit(f(v)),
+            Cached::Miss => Cached::Miss,
+        }
+    }
+}
+
 impl From<&std::fs::Metadata> for Stat {
     fn from(md: &std::fs::Metadata) -> Self {
         Stat { size: md.len(), directory: md.is_dir(), accessed: md.accessed(), modified: md.modified() }
@@ -104,44 +114,32 @@ fn stat_of(file: &File) -> Cached<Stat> {
     }
 }
 
-/// What `std::fs::metadata(path)` would say, if the caches can say it.
-pub fn stat(path: &Path) -> Cached<io::Result<Stat>> {
+/// Open `path` (for reading, or only as a handle) and stat it, if the caches allow.
+fn open_and_stat(path: &Path, for_reading: bool) -> Cached<io::Result<(File, Stat)>> {
     #[cfg(target_os = "linux")]
     {
-        match open_cached(path, rustix::fs::OFlags::PATH) {
-            Cached::Hit(Ok(file)) => match stat_of(&file) {
-                Cached::Hit(st) => Cached::Hit(Ok(st)),
-                Cached::Miss => Cached::Miss,
-            },
+        use rustix::fs::OFlags;
+        match open_cached(path, if for_reading { OFlags::RDONLY } else { OFlags::PATH }) {
+            Cached::Hit(Ok(file)) => stat_of(&file).map(|st| Ok((file, st))),
             Cached::Hit(Err(e)) => Cached::Hit(Err(e)),
             Cached::Miss => Cached::Miss,
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = path;
+        let _ = (path, for_reading);
         Cached::Miss
     }
 }
 
+/// What `std::fs::metadata(path)` would say, if the caches can say it.
+pub fn stat(path: &Path) -> Cached<io::Result<Stat>> {
+    open_and_stat(path, false).map(|r| r.map(|(_, st)| st))
+}
+
 /// Open `path` for reading and learn its size, if the caches allow.
 pub fn open(path: &Path) -> Cached<io::Result<(File, u64)>> {
-    #[cfg(target_os = "linux")]
-    {
-        match open_cached(path, rustix::fs::OFlags::RDONLY) {
-            Cached::Hit(Ok(file)) => match stat_of(&file) {
-                Cached::Hit(st) => Cached::Hit(Ok((file, st.size))),
-                Cached::Miss => Cached::Miss,
-            },
-            Cached::Hit(Err(e)) => Cached::Hit(Err(e)),
-            Cached::Miss => Cached::Miss,
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = path;
-        Cached::Miss
-    }
+    open_and_stat(path, true).map(|r| r.map(|(file, st)| (file, st.size)))
 }
 
 /// Read `want` bytes from `start` of `file` if they are all in the page cache (fewer
