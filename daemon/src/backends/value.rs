@@ -14,15 +14,16 @@
 //! reported as an error; the door then drops the connection, since the length was sent).
 //!
 //! Pieces come from the page cache on the calling thread when they are all there
-//! ([`crate::backends::posixfs::cached::read`]), else from the blocking pool: the
-//! threads that serve many connections never wait for a disk.
+//! ([`crate::backends::posixfs::cached::fill_cached`]), else from the blocking pool: the
+//! threads that serve many connections never wait for a disk. Each piece is read into
+//! the room the last one used, once the door has let it go: no allocation and no
+//! zeroing per piece.
 
 use crate::backends::posixfs::cached::{self, Cached};
 use crate::names::shown;
 use borgstore_ipc::{Error, Result};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -63,13 +64,13 @@ impl Value {
     pub async fn into_bytes(self) -> Result<Bytes> {
         match self {
             Value::Bytes(b) => Ok(b),
-            Value::File(mut f) => {
+            Value::File(f) => {
                 let want = usize::try_from(f.left).map_err(|_| Error::invalid("value too large for memory"))?;
-                let whole = f.read_on_pool(want).await?;
+                let whole = f.fill_on_pool(BytesMut::with_capacity(want), want).await?;
                 if whole.len() < want {
                     return Err(f.shortened());
                 }
-                Ok(whole)
+                Ok(whole.freeze())
             }
         }
     }
@@ -82,6 +83,8 @@ pub struct FileRange {
     name: String,
     next: u64,
     left: u64,
+    /// Where pieces are read; each piece handed out shares it until it is let go.
+    buf: BytesMut,
     /// Its place among the [`OPEN_MAX`] open values.
     _open: SemaphorePermit<'static>,
 }
@@ -93,7 +96,8 @@ impl FileRange {
         let Ok(open) = OPEN.try_acquire() else {
             return Err(file);
         };
-        Ok(FileRange { file: Arc::new(file), name: name.to_string(), next: start, left: len, _open: open })
+        let buf = BytesMut::new();
+        Ok(FileRange { file: Arc::new(file), name: name.to_string(), next: start, left: len, buf, _open: open })
     }
 
     /// Values open as files right now (for tests and metrics).
@@ -113,13 +117,18 @@ impl FileRange {
             return Ok(None);
         }
         let want = PIECE.min(usize::try_from(self.left).unwrap_or(PIECE));
-        let piece = match cached::read(&self.file, self.next, want) {
-            Cached::Hit(v) => Bytes::from(v),
-            Cached::Miss => self.read_on_pool(want).await?,
-        };
-        if piece.len() < want {
+        // Empty: the last piece went out with the bytes. Reserving takes its room back
+        // once the door has let go of it.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.reserve(want);
+        if let Cached::Miss = cached::fill_cached(&self.file, self.next, &mut buf, want) {
+            buf = self.fill_on_pool(buf, want).await?;
+        }
+        if buf.len() < want {
             return Err(self.shortened());
         }
+        let piece = buf.split().freeze();
+        self.buf = buf;
         self.next += want as u64;
         self.left -= want as u64;
         Ok(Some(piece))
@@ -132,27 +141,14 @@ impl FileRange {
         })
     }
 
-    /// Read `want` bytes from `next` on the blocking pool (fewer where the file ends).
-    async fn read_on_pool(&mut self, want: usize) -> Result<Bytes> {
+    /// Fill `buf` up to `want` bytes from `next` on the blocking pool (fewer where the
+    /// file ends).
+    async fn fill_on_pool(&self, mut buf: BytesMut, want: usize) -> Result<BytesMut> {
         let (file, at) = (self.file.clone(), self.next);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let mut done = 0;
-            while done < want {
-                match file.read_at(&mut buf[done..], at + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            buf.truncate(done);
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| Error::backend(format!("posixfs worker failed: {e}")))?;
-        read.map(Bytes::from)
-            .map_err(|e| Error::backend(format!("load {} failed: {}", shown(&self.name), super::posixfs::describe(&e))))
+        let read = tokio::task::spawn_blocking(move || cached::fill(&file, at, &mut buf, want).map(|()| buf))
+            .await
+            .map_err(|e| Error::backend(format!("posixfs worker failed: {e}")))?;
+        read.map_err(|e| Error::backend(format!("load {} failed: {}", shown(&self.name), super::posixfs::describe(&e))))
     }
 
     /// The error of a read that got fewer bytes than the range holds: the file was cut

@@ -22,6 +22,7 @@
 //! definite answer from the cache is a hit: the item, or "no such item" from a cached
 //! negative entry. Nothing here writes.
 
+use bytes::BytesMut;
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -142,33 +143,66 @@ pub fn open(path: &Path) -> Cached<io::Result<(File, u64)>> {
     open_and_stat(path, true).map(|r| r.map(|(file, st)| (file, st.size)))
 }
 
-/// Read `want` bytes from `start` of `file` if they are all in the page cache (fewer
-/// where the file ends first).
-pub fn read(file: &File, start: u64, want: usize) -> Cached<Vec<u8>> {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::io::{preadv2, ReadWriteFlags};
-        use std::io::IoSliceMut;
-        let mut buf = vec![0u8; want];
-        let mut done = 0;
-        while done < want {
-            let at = start + done as u64;
-            match preadv2(file, &mut [IoSliceMut::new(&mut buf[done..])], at, ReadWriteFlags::NOWAIT) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                // EAGAIN: some of it is on disk only. EOPNOTSUPP: not on this file system.
-                Err(_) => return Cached::Miss,
-            }
+/// Read into `buf`'s spare room, at most `want - buf.len()` bytes from `at`; how many.
+/// With `nowait`, only from the page cache (`RWF_NOWAIT`: EAGAIN where a byte would
+/// wait for the disk). Bytes go straight into the buffer's free capacity: no zeroing of
+/// a buffer the read overwrites anyway, which cost as much as the copy.
+fn pread_spare(file: &File, at: u64, buf: &mut BytesMut, want: usize, nowait: bool) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(want.saturating_sub(buf.len()));
+    let room = want.saturating_sub(buf.len()).min(buf.capacity() - buf.len());
+    let spare = buf.spare_capacity_mut();
+    let at = libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let n = {
+        let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: room };
+        let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+        // SAFETY: the iovec covers `room` bytes of `buf`'s spare capacity, which `buf`
+        // owns and nothing else touches during the call; the kernel writes at most that.
+        unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, flags) }
+    };
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let n = {
+        if nowait {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
-        buf.truncate(done);
-        Cached::Hit(buf)
+        // SAFETY: as above, `room` bytes of spare capacity owned by `buf`.
+        unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), room, at) }
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity (n <= room).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Append bytes of `file` from `start + buf.len()` to `buf` until it holds `want` bytes
+/// or the file ends, waiting for the disk where needed (for the blocking pool).
+pub fn fill(file: &File, start: u64, buf: &mut BytesMut, want: usize) -> io::Result<()> {
+    while buf.len() < want {
+        match pread_spare(file, start + buf.len() as u64, buf, want, false) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (file, start, want);
-        Cached::Miss
+    Ok(())
+}
+
+/// [`fill`] from the page cache only: a hit once `buf` holds `want` bytes or the file
+/// ended; a miss where the rest would wait for the disk (or the file system cannot say
+/// so); what was read stays in `buf` and [`fill`] on the pool goes on from there.
+pub fn fill_cached(file: &File, start: u64, buf: &mut BytesMut, want: usize) -> Cached<()> {
+    while buf.len() < want {
+        match pread_spare(file, start + buf.len() as u64, buf, want, true) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // EAGAIN: some of it is on disk only. EOPNOTSUPP: not on this file system.
+            Err(_) => return Cached::Miss,
+        }
     }
+    Cached::Hit(())
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -222,9 +256,21 @@ mod tests {
         std::fs::write(&path, &value).unwrap();
         let (file, size) = hit(open(&path)).unwrap();
         assert_eq!(size, value.len() as u64);
-        assert_eq!(hit(read(&file, 0, value.len())), value);
-        assert_eq!(hit(read(&file, 9_000, 5_000)), &value[9_000..]);
-        assert_eq!(hit(read(&file, 20_000, 10)), b"");
+        let read = |start, want| {
+            let mut buf = BytesMut::new();
+            hit(fill_cached(&file, start, &mut buf, want));
+            buf
+        };
+        assert_eq!(read(0, value.len()), value);
+        assert_eq!(read(9_000, 5_000), &value[9_000..]);
+        assert_eq!(read(20_000, 10), &b""[..]);
+        // Appended behind what the buffer holds, from where that ends.
+        let mut buf = BytesMut::from(&value[..100]);
+        hit(fill_cached(&file, 0, &mut buf, 300));
+        assert_eq!(buf, &value[..300]);
+        let mut buf = BytesMut::from(&value[..100]);
+        fill(&file, 0, &mut buf, 20_000).unwrap();
+        assert_eq!(buf, value);
     }
 
     #[test]
@@ -238,6 +284,9 @@ mod tests {
         let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0);
         let (file, _) = hit(open(&path)).unwrap();
-        assert!(matches!(read(&file, 0, 1 << 20), Cached::Miss), "RWF_NOWAIT read from disk");
+        let mut buf = BytesMut::new();
+        assert!(matches!(fill_cached(&file, 0, &mut buf, 1 << 20), Cached::Miss), "RWF_NOWAIT read from disk");
+        fill(&file, 0, &mut buf, 1 << 20).unwrap();
+        assert_eq!(buf, vec![7u8; 1 << 20]);
     }
 }

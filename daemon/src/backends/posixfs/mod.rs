@@ -43,7 +43,7 @@ use crate::hashing::HashAlgorithm;
 use crate::names::{shown, validate_item_name, validate_name};
 use async_trait::async_trait;
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cached::{Cached, Stat};
 pub use permissions::Permissions;
 use quota::QuotaState;
@@ -911,8 +911,9 @@ impl Backend for PosixFs {
                 Err(file) => file,
             }
         } else {
-            if let Cached::Hit(value) = cached::read(&file, start, want as usize) {
-                return Ok(Value::Bytes(Bytes::from(value)));
+            let mut value = BytesMut::with_capacity(want as usize);
+            if let Cached::Hit(()) = cached::fill_cached(&file, start, &mut value, want as usize) {
+                return Ok(Value::Bytes(value.freeze()));
             }
             file
         };
