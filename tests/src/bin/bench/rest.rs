@@ -11,7 +11,7 @@
 
 use crate::common::{keys, nested, BenchDaemon, Mode, Results, REST_AUTH};
 use crate::ipc::engine_run;
-use crate::limits::{nginx_static, raw_fs, wrk, HttpLoad};
+use crate::limits::{nginx_static, raw_fs, settle_writes, wrk, HttpLoad};
 use borgstore_tests::python::{run_ok, Version};
 use borgstore_tests::rest::{request, Impl, RestServer};
 use std::collections::BTreeMap;
@@ -83,8 +83,9 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode, res: &mut Results) {
 
     // PUT: a fresh store each time, as the raw stores get a fresh directory.
     for conns in [WRK_CONNS, 1] {
-        let raw = raw_fs(&ks, 4096, conns)["store"];
+        let raw = raw_fs(&ks, 4096, conns, 1)["store"];
         fresh();
+        settle_writes();
         let ours = put(conns, &paths, &small);
         line(
             &format!("PUT 4 KiB, {conns} conn."),
@@ -127,7 +128,7 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode, res: &mut Results) {
         auth,
         expect_len: Some(big.len()),
     };
-    let engine = engine_run(8 << 20, big_n).await["load"];
+    let engine = engine_run(8 << 20, big_n, 1).await["load"];
     let ours = get(port).run();
     let static_ = get(nginx.port).run();
     line("GET 8 MiB, 1 conn.", ours, engine, "in-process engine load, 1 thread");
