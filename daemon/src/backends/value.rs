@@ -162,6 +162,26 @@ impl FileRange {
 mod tests {
     use super::*;
 
+    /// The tests share the process-wide count of open values: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[tokio::test]
+    async fn past_the_open_limit_the_file_comes_back() {
+        let _serial = SERIAL.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v");
+        std::fs::write(&path, b"value").unwrap();
+        let open = || FileRange::new(File::open(&path).unwrap(), "v", 0, 5);
+        let mut held: Vec<FileRange> =
+            (0..OPEN_MAX).map(|_| open().unwrap_or_else(|_| panic!("refused early"))).collect();
+        assert_eq!(FileRange::open_now(), OPEN_MAX);
+        assert!(open().is_err(), "one more than OPEN_MAX");
+        held.pop();
+        assert!(open().is_ok(), "room again once one is done");
+        drop(held);
+        assert_eq!(FileRange::open_now(), 0);
+    }
+
     fn range(bytes: &[u8], start: u64, len: u64) -> (tempfile::TempDir, FileRange) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v");
@@ -172,6 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn pieces_add_up_to_the_range() {
+        let _serial = SERIAL.lock().await;
         let value: Vec<u8> = (0..(PIECE * 2 + 1000)).map(|i| (i % 253) as u8).collect();
         let (_d, mut r) = range(&value, 10, value.len() as u64 - 20);
         let mut got = Vec::new();
@@ -188,6 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_value_in_memory() {
+        let _serial = SERIAL.lock().await;
         let value = vec![3u8; PIECE * 3];
         let (_d, r) = range(&value, 0, value.len() as u64);
         assert_eq!(&Value::File(r).into_bytes().await.unwrap()[..], &value[..]);
@@ -195,6 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_cut_short_is_an_error_that_names_the_item_only() {
+        let _serial = SERIAL.lock().await;
         let value = vec![3u8; PIECE * 2];
         let (dir, mut r) = range(&value, 0, value.len() as u64);
         // Another program truncates the file behind the daemon's back.
