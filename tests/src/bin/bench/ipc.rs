@@ -8,7 +8,7 @@
 //! one request at a time), and raw file ops on 16 threads (16 clients). It also records
 //! the daemon's memory before and after 64 concurrent clients.
 
-use crate::common::{keys, rss_kib, BenchDaemon, Mode, Rates, Results, OPS};
+use crate::common::{keys, make_dirs_for, rss_kib, BenchDaemon, Mode, Rates, Results, OPS};
 use crate::limits::{raw_fs, settle_writes, socket_pairs, socket_rtt};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
@@ -33,6 +33,7 @@ pub async fn engine_run(size: usize, n: usize, passes: usize) -> Rates {
     let value = Bytes::from(vec![0x5au8; size]);
     let ks = keys(n);
     let mut r = Rates::new();
+    make_dirs_for(&dir.path().join("s/data"), &ks);
     settle_writes();
     let t = Instant::now();
     for k in &ks {
@@ -87,6 +88,7 @@ async fn daemon_run(
         let rtt_now = || socket_rtt(64, (n * reps).max(200));
         let rtt_before = if rtt_beside { rtt_now() } else { f64::NAN };
         if op == "store" {
+            make_dirs_for(&d.store_dir(store).join("data"), &ks[..]);
             settle_writes();
         }
         if op == "delete" {

@@ -14,7 +14,7 @@
 //!   each) for what wrk cannot do without scripts: PUT with bodies, and 8 MiB GETs
 //!   whose body is read like a client would.
 
-use crate::common::{nested, Rates};
+use crate::common::{make_dirs_for, nested, Rates};
 use borgstore_tests::nginx::Nginx;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -190,6 +190,7 @@ pub fn raw_fs(keys: &[String], size: usize, threads: usize, passes: usize) -> Ra
     let paths: Vec<PathBuf> = keys.iter().map(|k| root.join(nested(k))).collect();
     let value = vec![0x5au8; size];
     let mut r = Rates::new();
+    make_dirs_for(&root, keys);
     settle_writes();
     r.insert(
         "store",

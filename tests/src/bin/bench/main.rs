@@ -7,6 +7,11 @@
 //! shared and its speed varies, so only same-run ratios mean anything): a std Unix-socket
 //! ping-pong, raw file operations on the store's own layout, nginx serving the same files
 //! statically, and Python borgstore 0.7.0 in-process ([`limits`], `tests/python/bench_engine.py`).
+//! On a shared VM even "the same run" is not enough: a socket round trip moved between 8
+//! and 50 µs within minutes. So a limit is taken right beside the figure it bounds, over
+//! a window of the same length (the one-client round trip right before and after each
+//! op, as many round trips as the op makes requests), reads repeat over the keys until
+//! a phase lasts long enough to measure, and every store phase starts after a `sync`.
 //!
 //! Sections (default: all), each in its own file:
 //! - `ipc` ([`ipc`]): in-process engine, daemon over IPC with 1 and 16 clients, Python;
