@@ -247,7 +247,7 @@ impl Client {
         value: Vec<u8>,
         sent: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<()> {
-        match self.call_with(Op::Store { name: name.into(), value }, sent).await? {
+        match self.call_with(Op::Store { name: name.into(), value: value.into() }, sent).await? {
             Reply::Ok => Ok(()),
             other => Err(unexpected(other)),
         }

@@ -1,8 +1,10 @@
 //! One connection to the daemon: handshake, a writer that sends whole frames, and a
 //! reader task that routes each response to the request with its id.
 
-use borgstore_ipc::codec::{data_reply_of, decode_body, encode_frame, read_header, DATA_HEAD_MAX, HEADER};
-use borgstore_ipc::protocol::{HandshakeReply, Hello, Reply, Request, Response};
+use borgstore_ipc::codec::{
+    data_reply_of, decode_body, encode_frame, read_header, store_request_head, DATA_HEAD_MAX, HEADER,
+};
+use borgstore_ipc::protocol::{HandshakeReply, Hello, Op, Reply, Request, Response};
 use borgstore_ipc::{Error, ErrorKind, Result};
 use interprocess::local_socket::traits::tokio::Stream as _;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
@@ -167,17 +169,25 @@ impl Connection {
     /// Send a request. `Ok(false)` means nothing reached the daemon (safe to retry on a
     /// new connection); errors after that are reported through the waiter.
     async fn send(&self, request: &Request, sent: &(dyn Fn(u64, u64) + Sync)) -> Result<bool> {
-        let frame = encode_frame(request, self.max_frame).map_err(|e| {
-            Error::invalid(format!("request too large for one IPC frame (limit {} bytes): {e}", self.max_frame))
-        })?;
+        let too_large =
+            |e| Error::invalid(format!("request too large for one IPC frame (limit {} bytes): {e}", self.max_frame));
+        // A large value goes out from where it is, behind its frame's head (no copy into
+        // a frame first); the daemon takes it as a slice of the frame it reads.
+        let (head, value): (Vec<u8>, &[u8]) = match &request.op {
+            Op::Store { name, value } if value.len() > DIRECT_ABOVE => {
+                let head = store_request_head(request.id, &request.store, name, value.len(), self.max_frame);
+                (head.map_err(too_large)?, value)
+            }
+            _ => (encode_frame(request, self.max_frame).map_err(too_large)?, &[]),
+        };
         let _guard = self.writer.lock().await;
         if !self.is_alive() {
             return Ok(false);
         }
         let mut w = &*self.stream;
-        let total = frame.len() as u64;
+        let total = (head.len() + value.len()) as u64;
         let mut done = 0usize;
-        for chunk in frame.chunks(1 << 20) {
+        for chunk in head.chunks(1 << 20).chain(value.chunks(1 << 20)) {
             if let Err(e) = w.write_all(chunk).await {
                 self.alive.store(false, Ordering::SeqCst);
                 return if done == 0 { Ok(false) } else { Err(lost(e)) };

@@ -125,6 +125,65 @@ pub const DATA_HEAD_MAX: usize = 9 + 5 + 9;
 /// The index of `Reply::Data` among `Reply`'s variants (checked by a test).
 const DATA_VARIANT: u32 = 2;
 
+/// The index of `Op::Store` among `Op`'s variants (checked by a test).
+const STORE_VARIANT: u32 = 6;
+
+/// The frame of a `Request` with `Op::Store` up to its value: header and the encoded
+/// request without the value's bytes, which follow on the wire as they are. Lets a
+/// client send a large value from where it is instead of copying it into a frame; the
+/// bytes are the same as [`encode_frame`]'s. Errors when the whole frame would exceed
+/// `max_frame`.
+pub fn store_request_head(
+    id: u64,
+    store: &str,
+    name: &str,
+    value_len: usize,
+    max_frame: u32,
+) -> Result<Vec<u8>, FrameError> {
+    // Request's fields in order; Op::Store's variant index, then its fields.
+    let fields = (id, store, STORE_VARIANT, name, value_len as u64);
+    let mut out = vec![0u8; HEADER];
+    bincode::serde::encode_into_std_write(fields, &mut out, config())
+        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
+    let len = (out.len() - HEADER + value_len) as u64;
+    if len > max_frame as u64 {
+        return Err(FrameError::TooLarge { len, max: max_frame });
+    }
+    out[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// A store request as [`store_request_of`] reads it: everything but the value, and
+/// where in the frame body the value starts (it runs to the body's end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHead {
+    /// The request's id.
+    pub id: u64,
+    /// The store's name.
+    pub store: String,
+    /// The item's name.
+    pub name: String,
+    /// Offset of the value's first byte in the body.
+    pub value_at: usize,
+}
+
+/// The head of a frame `body` that holds a `Request` with `Op::Store` and nothing after
+/// its value, or None for any other body (decode that with [`decode_body`], which also
+/// says what is wrong with a bad one). The inverse of [`store_request_head`]: a receiver
+/// can take the value as a slice of the frame it read, without decoding (copying) it.
+pub fn store_request_of(body: &[u8]) -> Option<StoreHead> {
+    // Names are short; a length field claiming more than this is not a store request
+    // worth a fast path (decode_body judges it).
+    let ((id, store, variant, name, len), used) =
+        bincode::serde::decode_from_slice::<(u64, String, u32, String, u64), _>(
+            body,
+            config().with_limit::<{ 1 << 16 }>(),
+        )
+        .ok()?;
+    let whole = (used as u64).checked_add(len)? == body.len() as u64;
+    (variant == STORE_VARIANT && whole).then_some(StoreHead { id, store, name, value_at: used })
+}
+
 /// The body length announced by a header, checked against `max_frame`.
 pub fn read_header(header: &[u8; HEADER], max_frame: u32) -> Result<u32, FrameError> {
     let len = u32::from_le_bytes(*header);

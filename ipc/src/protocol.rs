@@ -123,9 +123,10 @@ pub enum Op {
     Store {
         /// The item, `namespace/key`.
         name: String,
-        /// The whole new content.
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
+        /// The whole new content (on the wire as bytes, like `Vec<u8>` with
+        /// `serde_bytes`; `Bytes` so that the daemon can take a large value as a slice of
+        /// its frame, see [`crate::codec::store_request_of`]).
+        value: bytes::Bytes,
     },
     /// Delete an item for good.
     Delete {

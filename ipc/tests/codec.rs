@@ -17,7 +17,7 @@ fn every_op() -> Vec<Op> {
         Op::Info { name: "n".into(), deleted: true },
         Op::Load { name: "n".into(), offset: -5, size: Some(3), deleted: false },
         Op::Load { name: "n".into(), offset: 0, size: None, deleted: true },
-        Op::Store { name: "n".into(), value: vec![0, 1, 255] },
+        Op::Store { name: "n".into(), value: vec![0, 1, 255].into() },
         Op::Delete { name: "n".into(), deleted: false },
         Op::Move { name: "n".into(), action: MoveAction::Delete },
         Op::Move { name: "n".into(), action: MoveAction::Undelete },
@@ -86,7 +86,7 @@ fn every_message_round_trips() {
 
 #[test]
 fn limits_and_trailing_bytes() {
-    let big = Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![0; 5000] } };
+    let big = Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![0; 5000].into() } };
     assert!(matches!(encode_frame(&big, 4096), Err(FrameError::TooLarge { .. })));
     assert!(matches!(read_header(&5000u32.to_le_bytes(), 4096), Err(FrameError::TooLarge { .. })));
     let mut frame = encode_frame(&Hello::new("x"), MAX).unwrap();
@@ -95,10 +95,12 @@ fn limits_and_trailing_bytes() {
     let frame = encode_frame(&Hello::new("x"), MAX).unwrap();
     assert!(decode_body::<Hello>(&frame[4..frame.len() - 1]).is_err(), "truncated body");
     // The store value announces 2^60 bytes in a tiny body: an error, not an allocation.
-    let mut evil =
-        encode_frame(&Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: vec![] } }, MAX)
-            .unwrap()[4..]
-            .to_vec();
+    let mut evil = encode_frame(
+        &Request { id: 1, store: "s".into(), op: Op::Store { name: "n".into(), value: Default::default() } },
+        MAX,
+    )
+    .unwrap()[4..]
+        .to_vec();
     evil.pop();
     evil.extend([253, 0, 0, 0, 0, 0, 0, 0, 16]);
     assert!(decode_body::<Request>(&evil).is_err());
@@ -109,7 +111,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
     (any::<u64>(), "[a-z]{0,12}", 0..ops.len(), proptest::collection::vec(any::<u8>(), 0..3000), "[a-z/0-9]{0,40}")
         .prop_map(move |(id, store, i, bytes, name)| {
             let op = match ops[i].clone() {
-                Op::Store { .. } => Op::Store { name, value: bytes },
+                Op::Store { .. } => Op::Store { name, value: bytes.into() },
                 Op::Info { deleted, .. } => Op::Info { name, deleted },
                 other => other,
             };
@@ -195,4 +197,56 @@ fn a_data_reply_head_is_read_back_from_its_frame() {
     let other = encode_frame(&Response { id: 5, body: Reply::Text("x".repeat(300)) }, u32::MAX).unwrap();
     assert_eq!(data_reply_of(&other[4..4 + DATA_HEAD_MAX]), None, "not a Data reply");
     assert_eq!(data_reply_of(&[0xff]), None, "too short to tell");
+}
+
+#[test]
+fn a_store_request_head_and_its_value_are_the_whole_frame() {
+    use borgstore_ipc::codec::store_request_head;
+    for id in [0u64, 250, 251, 1 << 40, u64::MAX] {
+        for (store, name) in [("", ""), ("s", "data/0123"), ("a-store", &"n".repeat(300)[..])] {
+            for len in [0usize, 1, 250, 251, 65_536, (1 << 20) + 3] {
+                let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let op = Op::Store { name: name.into(), value: value.clone().into() };
+                let whole = encode_frame(&Request { id, store: store.into(), op }, u32::MAX).unwrap();
+                let mut parts = store_request_head(id, store, name, len, u32::MAX).unwrap();
+                parts.extend_from_slice(&value);
+                assert!(parts == whole, "id {id}, {store:?}/{name:?}, {len} bytes: head + value differ");
+            }
+        }
+    }
+    assert!(matches!(store_request_head(1, "s", "n", 2000, 1000), Err(FrameError::TooLarge { max: 1000, .. })));
+}
+
+#[test]
+fn a_store_request_is_read_back_from_its_frame_and_nothing_else_is() {
+    use borgstore_ipc::codec::store_request_of;
+    for len in [0usize, 251, 70_000] {
+        let value: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+        let op = Op::Store { name: "data/ab".into(), value: value.clone().into() };
+        let frame = encode_frame(&Request { id: 77, store: "st".into(), op }, u32::MAX).unwrap();
+        let body = &frame[4..];
+        let head = store_request_of(body).unwrap();
+        assert_eq!((head.id, head.store.as_str(), head.name.as_str()), (77, "st", "data/ab"));
+        assert_eq!(&body[head.value_at..], &value[..]);
+        // Cut short or with bytes after the value: not a store request to slice.
+        if len > 0 {
+            assert_eq!(store_request_of(&body[..body.len() - 1]), None);
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert_eq!(store_request_of(&longer), None);
+    }
+    for op in every_op().into_iter().filter(|op| !matches!(op, Op::Store { .. })) {
+        let frame = encode_frame(&Request { id: 1, store: "s".into(), op: op.clone() }, u32::MAX).unwrap();
+        assert_eq!(store_request_of(&frame[4..]), None, "{op:?} is not a store");
+    }
+    assert_eq!(store_request_of(&[]), None);
+    assert_eq!(store_request_of(&[0xff; 40]), None);
+}
+
+proptest! {
+    #[test]
+    fn store_request_of_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = borgstore_ipc::codec::store_request_of(&bytes);
+    }
 }

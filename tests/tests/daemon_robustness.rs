@@ -106,14 +106,15 @@ async fn truncated_frames_and_vanishing_clients_do_not_disturb_others() {
     created(&d).await;
     for cut in [1usize, 3, 4, 10, 500] {
         let mut s = connect(&d);
-        let r = Request { id: 1, store: "s".into(), op: Op::Store { name: "partial".into(), value: vec![1; 1000] } };
+        let r =
+            Request { id: 1, store: "s".into(), op: Op::Store { name: "partial".into(), value: vec![1; 1000].into() } };
         let frame = encode_frame(&r, u32::MAX).unwrap();
         s.write_all(&frame[..cut.min(frame.len() - 1)]).unwrap();
         drop(s);
     }
     // A client that sends a slow request and disappears before the answer.
     let mut s = connect(&d);
-    let r = Request { id: 9, store: "s".into(), op: Op::Store { name: "gone".into(), value: vec![2; 100_000] } };
+    let r = Request { id: 9, store: "s".into(), op: Op::Store { name: "gone".into(), value: vec![2; 100_000].into() } };
     s.write_all(&encode_frame(&r, u32::MAX).unwrap()).unwrap();
     drop(s);
     still_serves(&d).await;
@@ -376,7 +377,7 @@ async fn pipeline_big_stores(d: &Daemon, connections: u64, per_connection: u64, 
     {
         let mut s = connect(d);
         for id in 1..=4 {
-            let op = Op::Store { name: format!("warm{id}"), value: vec![1; NEAR_MIB] };
+            let op = Op::Store { name: format!("warm{id}"), value: vec![1; NEAR_MIB].into() };
             assert_eq!(request(&mut s, id, op).body, Reply::Ok);
         }
     }
@@ -388,7 +389,7 @@ async fn pipeline_big_stores(d: &Daemon, connections: u64, per_connection: u64, 
             let mut w = s.try_clone().unwrap();
             std::thread::spawn(move || {
                 for id in 1..=per_connection {
-                    let op = Op::Store { name: format!("big{conn}-{id}"), value: value_of(conn, id) };
+                    let op = Op::Store { name: format!("big{conn}-{id}"), value: value_of(conn, id).into() };
                     let frame = encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap();
                     w.write_all(&frame).unwrap_or_else(|e| panic!("connection {conn}: sending request {id}: {e}"));
                 }
@@ -440,7 +441,7 @@ async fn request_bytes_in_flight_are_bounded_daemon_wide() {
 /// A request whose frame body is `len` bytes: a store whose value fills it up.
 fn store_frame_of_size(id: u64, name: &str, len: usize) -> Vec<u8> {
     let frame = |n: usize| {
-        let op = Op::Store { name: name.into(), value: vec![(n % 251) as u8; n] };
+        let op = Op::Store { name: name.into(), value: vec![(n % 251) as u8; n].into() };
         encode_frame(&Request { id, store: "s".into(), op }, u32::MAX).unwrap()
     };
     let mut n = len;
@@ -529,7 +530,7 @@ async fn many_connections_pipelining_on_one_item_keep_fifo_order() {
             std::thread::spawn(move || {
                 let mut frames = Vec::new();
                 for k in 0..ROUNDS {
-                    let store = Op::Store { name: "shared".into(), value: value(c, k) };
+                    let store = Op::Store { name: "shared".into(), value: value(c, k).into() };
                     let load = Op::Load { name: "shared".into(), offset: 0, size: None, deleted: false };
                     for (i, op) in [(2 * k + 1, store), (2 * k + 2, load)] {
                         frames.extend(encode_frame(&Request { id: i, store: "s".into(), op }, u32::MAX).unwrap());
@@ -581,7 +582,7 @@ async fn idle_connections_do_not_keep_the_buffers_of_large_frames() {
     let open = || welcomed(&d, "idle-test");
     // Warm up (the store open, the allocator's arenas in use), then the baseline.
     let mut warm = open();
-    assert_eq!(request(&mut warm, 1, Op::Store { name: "warm".into(), value: vec![7; BIG] }).body, Reply::Ok);
+    assert_eq!(request(&mut warm, 1, Op::Store { name: "warm".into(), value: vec![7; BIG].into() }).body, Reply::Ok);
     drop(warm);
     std::thread::sleep(Duration::from_secs(3));
     let before = borgstore_tests::memory::read(d.child.id()).rss;
@@ -589,7 +590,7 @@ async fn idle_connections_do_not_keep_the_buffers_of_large_frames() {
     for c in 0..16u8 {
         let mut s = open();
         let name = format!("big{c}");
-        assert_eq!(request(&mut s, 1, Op::Store { name: name.clone(), value: vec![c; BIG] }).body, Reply::Ok);
+        assert_eq!(request(&mut s, 1, Op::Store { name: name.clone(), value: vec![c; BIG].into() }).body, Reply::Ok);
         match request(&mut s, 2, Op::Load { name, offset: 0, size: None, deleted: false }).body {
             Reply::Data(v) => assert!(v.len() == BIG && v.iter().all(|b| *b == c)),
             other => panic!("load: {other:?}"),

@@ -96,7 +96,7 @@ async fn submit(store: &StoreHandle, op: Op, room: Room) -> Result<Dispatched> {
             })
             .await?
         }
-        Op::Store { name, value } => later(store, items::Store { name, value: value.into() }, room, ok).await?,
+        Op::Store { name, value } => later(store, items::Store { name, value }, room, ok).await?,
         Op::Delete { name, deleted } => later(store, items::Delete { name, deleted }, room, ok).await?,
         Op::Move { name, action } => later(store, items::Move { name, action: move_action(action) }, room, ok).await?,
         Op::List { name, deleted } => Dispatched::Listing(store.submit(items::List { name, deleted }, room).await?),

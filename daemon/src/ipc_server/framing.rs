@@ -163,7 +163,7 @@ mod tests {
 
     fn arb_request() -> impl Strategy<Value = Request> {
         (any::<u64>(), "[a-z]{0,12}", proptest::collection::vec(any::<u8>(), 0..3000), "[a-z/0-9]{0,40}")
-            .prop_map(|(id, store, value, name)| Request { id, store, op: Op::Store { name, value } })
+            .prop_map(|(id, store, value, name)| Request { id, store, op: Op::Store { name, value: value.into() } })
     }
 
     proptest! {

@@ -20,8 +20,8 @@ use crate::access::LocalPeer;
 use crate::actor::{Pending, Registry};
 use crate::limits::{self, Budget, Room};
 use crate::store::Lister;
-use borgstore_ipc::codec::{decode_body, FrameError};
-use borgstore_ipc::protocol::{Reply, Request, Response, LIST_CHUNK};
+use borgstore_ipc::codec::{decode_body, store_request_of, FrameError};
+use borgstore_ipc::protocol::{Op, Reply, Request, Response, LIST_CHUNK};
 use borgstore_ipc::Error;
 use futures::{Stream, StreamExt};
 use std::sync::Arc;
@@ -31,6 +31,10 @@ use tokio_util::codec::FramedRead;
 
 /// Requests of one connection in the daemon at once (read, not yet answered).
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Store requests above this many bytes keep their value in the frame they came in
+/// (below it, copying the value costs less than looking for it).
+const STORE_SLICE_ABOVE: usize = 64 << 10;
 
 /// The body of an announced frame, as long as the client keeps sending: a client that
 /// sends nothing for [`limits::BODY_IDLE`] (with room reserved for its bytes) gets None
@@ -95,10 +99,15 @@ pub async fn read_requests<R>(
                 break;
             }
         };
-        // Decoding copies a stored value out of the frame: for a large one that takes
-        // milliseconds, which the store thread (every store, every connection) should
-        // not spend, so it happens on the blocking pool.
-        let decoded = if len as usize > super::framing::KEEP_BUFFER {
+        // A large store's value is taken as a slice of its frame: no copy, no decoding.
+        // Other requests are decoded; decoding copies any bytes out of the frame, which
+        // for a large frame takes milliseconds the store thread (every store, every
+        // connection) should not spend, so that happens on the blocking pool.
+        let store = (len as usize > STORE_SLICE_ABOVE).then(|| store_request_of(&body)).flatten();
+        let decoded = if let Some(head) = store {
+            let value = body.freeze().slice(head.value_at..);
+            Ok(Request { id: head.id, store: head.store, op: Op::Store { name: head.name, value } })
+        } else if len as usize > super::framing::KEEP_BUFFER {
             tokio::task::spawn_blocking(move || decode_body::<Request>(&body))
                 .await
                 .unwrap_or_else(|_| Err(FrameError::Malformed("decoding the request failed".into())))
