@@ -9,7 +9,7 @@
 //!    stores on as many threads as connections; GET of 8 MiB values on one connection vs
 //!    the in-process engine loading them (and vs nginx serving them, same client).
 
-use crate::common::{keys, nested, BenchDaemon, Mode, Results, REST_AUTH};
+use crate::common::{keys, make_dirs_for, nested, BenchDaemon, Mode, Results, REST_AUTH};
 use crate::ipc::engine_run;
 use crate::limits::{nginx_static, raw_fs, settle_writes, wrk, HttpLoad};
 use borgstore_tests::python::{run_ok, Version};
@@ -85,6 +85,8 @@ async fn daemon_vs_machine(d: &BenchDaemon, mode: Mode, res: &mut Results) {
     for conns in [WRK_CONNS, 1] {
         let raw = raw_fs(&ks, 4096, conns, 1)["store"];
         fresh();
+        // As for the raw stores: into directories that exist.
+        make_dirs_for(&d.store_dir("rest").join("data"), &ks);
         settle_writes();
         let ours = put(conns, &paths, &small);
         line(
