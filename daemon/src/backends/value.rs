@@ -15,17 +15,21 @@
 //!
 //! Pieces come from the page cache on the calling thread when they are all there
 //! ([`crate::backends::posixfs::cached::fill_cached`]), else from the blocking pool: the
-//! threads that serve many connections never wait for a disk. Each piece is read into
-//! the room the last one used, once the door has let it go: no allocation and no
-//! zeroing per piece.
+//! threads that serve many connections never wait for a disk. After the first piece,
+//! each is read on the pool while the one before it is sent (a piece ahead), so 16
+//! clients loading large values keep both cores busy instead of one thread doing every
+//! copy. Pieces are read into the room earlier ones used, once the door has let them
+//! go: no allocation and no zeroing per piece.
 
 use crate::backends::posixfs::cached::{self, Cached};
 use crate::names::shown;
 use borgstore_ipc::{Error, Result};
 use bytes::{Bytes, BytesMut};
 use std::fs::File;
+use std::io;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::task::JoinHandle;
 
 /// Bytes of a [`FileRange`] read and sent at a time.
 pub const PIECE: usize = 256 << 10;
@@ -66,7 +70,7 @@ impl Value {
             Value::Bytes(b) => Ok(b),
             Value::File(f) => {
                 let want = usize::try_from(f.left).map_err(|_| Error::invalid("value too large for memory"))?;
-                let whole = f.fill_on_pool(BytesMut::with_capacity(want), want).await?;
+                let whole = f.finish_read(f.read_on_pool(BytesMut::with_capacity(want), f.next, want)).await?;
                 if whole.len() < want {
                     return Err(f.shortened());
                 }
@@ -81,10 +85,15 @@ pub struct FileRange {
     file: Arc<File>,
     /// The item, for error messages (never the path).
     name: String,
+    /// Offset of the next piece to hand out.
     next: u64,
     left: u64,
-    /// Where pieces are read; each piece handed out shares it until it is let go.
-    buf: BytesMut,
+    /// The piece after the one handed out last, being read on the blocking pool while
+    /// that one is sent.
+    ahead: Option<JoinHandle<io::Result<BytesMut>>>,
+    /// The buffers of the last pieces handed out; one is read into again once the door
+    /// has let go of its piece.
+    spares: Vec<BytesMut>,
     /// Its place among the [`OPEN_MAX`] open values.
     _open: SemaphorePermit<'static>,
 }
@@ -96,8 +105,15 @@ impl FileRange {
         let Ok(open) = OPEN.try_acquire() else {
             return Err(file);
         };
-        let buf = BytesMut::new();
-        Ok(FileRange { file: Arc::new(file), name: name.to_string(), next: start, left: len, buf, _open: open })
+        Ok(FileRange {
+            file: Arc::new(file),
+            name: name.to_string(),
+            next: start,
+            left: len,
+            ahead: None,
+            spares: Vec::new(),
+            _open: open,
+        })
     }
 
     /// Values open as files right now (for tests and metrics).
@@ -105,33 +121,74 @@ impl FileRange {
         OPEN_MAX - OPEN.available_permits()
     }
 
-    /// Bytes not yet read.
+    /// Bytes not yet handed out.
     pub fn left(&self) -> u64 {
         self.left
     }
 
     /// The next piece (up to [`PIECE`] bytes), or None once all is read. A file that
     /// ends before the range does is an error.
+    ///
+    /// The first piece comes from the page cache on the calling thread when it is all
+    /// there; every later one was read on the blocking pool while the one before it was
+    /// sent, so the thread that sends (one for every connection) only copies each byte
+    /// once, into the socket.
     pub async fn next_piece(&mut self) -> Result<Option<Bytes>> {
         if self.left == 0 {
             return Ok(None);
         }
-        let want = PIECE.min(usize::try_from(self.left).unwrap_or(PIECE));
-        // Empty: the last piece went out with the bytes. Reserving takes its room back
-        // once the door has let go of it.
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.reserve(want);
-        if let Cached::Miss = cached::fill_cached(&self.file, self.next, &mut buf, want) {
-            buf = self.fill_on_pool(buf, want).await?;
-        }
+        let want = self.piece_len();
+        let mut buf = match self.ahead.take() {
+            Some(reading) => self.finish_read(reading).await?,
+            None => {
+                let mut buf = self.room(want);
+                if let Cached::Miss = cached::fill_cached(&self.file, self.next, &mut buf, want) {
+                    buf = self.finish_read(self.read_on_pool(buf, self.next, want)).await?;
+                }
+                buf
+            }
+        };
         if buf.len() < want {
             return Err(self.shortened());
         }
-        let piece = buf.split().freeze();
-        self.buf = buf;
         self.next += want as u64;
         self.left -= want as u64;
+        let piece = buf.split().freeze();
+        // Two spares: this piece's (still out) and the one before (back by now).
+        self.spares.insert(0, buf);
+        self.spares.truncate(2);
+        if self.left > 0 {
+            let after = self.piece_len();
+            let room = self.room(after);
+            self.ahead = Some(self.read_on_pool(room, self.next, after));
+        }
         Ok(Some(piece))
+    }
+
+    /// Bytes of the next piece.
+    fn piece_len(&self) -> usize {
+        PIECE.min(usize::try_from(self.left).unwrap_or(PIECE))
+    }
+
+    /// An empty buffer with room for `want` bytes: a spare whose piece the door has let
+    /// go of, else a new one.
+    fn room(&mut self, want: usize) -> BytesMut {
+        match self.spares.iter_mut().position(|b| b.try_reclaim(want)) {
+            Some(i) => self.spares.remove(i),
+            None => BytesMut::with_capacity(want),
+        }
+    }
+
+    /// Start filling `buf` up to `want` bytes from `at` on the blocking pool.
+    fn read_on_pool(&self, mut buf: BytesMut, at: u64, want: usize) -> JoinHandle<io::Result<BytesMut>> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || cached::fill(&file, at, &mut buf, want).map(|()| buf))
+    }
+
+    /// The buffer a pool read filled (fewer bytes where the file ends).
+    async fn finish_read(&self, reading: JoinHandle<io::Result<BytesMut>>) -> Result<BytesMut> {
+        let read = reading.await.map_err(|e| Error::backend(format!("posixfs worker failed: {e}")))?;
+        read.map_err(|e| Error::backend(format!("load {} failed: {}", shown(&self.name), super::posixfs::describe(&e))))
     }
 
     /// Its pieces as a stream (an HTTP body); the stream ends with the first error.
@@ -139,16 +196,6 @@ impl FileRange {
         futures::stream::try_unfold(self, |mut range| async move {
             Ok(range.next_piece().await?.map(|piece| (piece, range)))
         })
-    }
-
-    /// Fill `buf` up to `want` bytes from `next` on the blocking pool (fewer where the
-    /// file ends).
-    async fn fill_on_pool(&self, mut buf: BytesMut, want: usize) -> Result<BytesMut> {
-        let (file, at) = (self.file.clone(), self.next);
-        let read = tokio::task::spawn_blocking(move || cached::fill(&file, at, &mut buf, want).map(|()| buf))
-            .await
-            .map_err(|e| Error::backend(format!("posixfs worker failed: {e}")))?;
-        read.map_err(|e| Error::backend(format!("load {} failed: {}", shown(&self.name), super::posixfs::describe(&e))))
     }
 
     /// The error of a read that got fewer bytes than the range holds: the file was cut
