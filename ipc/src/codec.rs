@@ -97,11 +97,16 @@ pub fn encode_frame_into<T: Serialize>(msg: &T, max_frame: u32, out: &mut bytes:
 pub fn data_reply_head(id: u64, value_len: usize, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     // A struct is its fields in order, an enum variant its index as a u32, bytes their
     // length as a u64 then themselves (bincode's serde format, varint integers).
-    let fields = (id, DATA_VARIANT, value_len as u64);
+    head_before_value((id, DATA_VARIANT, value_len as u64), value_len, max_frame)
+}
+
+/// Header and the encoded `fields` (which end with the value's length) of a frame whose
+/// last `value_len` bytes are a value sent on its own.
+fn head_before_value<F: Serialize>(fields: F, value_len: usize, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; HEADER];
     bincode::serde::encode_into_std_write(fields, &mut out, config())
         .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
-    let len = (out.len() - HEADER + value_len) as u64;
+    let len = (out.len() - HEADER) as u64 + value_len as u64;
     if len > max_frame as u64 {
         return Err(FrameError::TooLarge { len, max: max_frame });
     }
@@ -141,16 +146,7 @@ pub fn store_request_head(
     max_frame: u32,
 ) -> Result<Vec<u8>, FrameError> {
     // Request's fields in order; Op::Store's variant index, then its fields.
-    let fields = (id, store, STORE_VARIANT, name, value_len as u64);
-    let mut out = vec![0u8; HEADER];
-    bincode::serde::encode_into_std_write(fields, &mut out, config())
-        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
-    let len = (out.len() - HEADER + value_len) as u64;
-    if len > max_frame as u64 {
-        return Err(FrameError::TooLarge { len, max: max_frame });
-    }
-    out[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(out)
+    head_before_value((id, store, STORE_VARIANT, name, value_len as u64), value_len, max_frame)
 }
 
 /// A store request as [`store_request_of`] reads it: everything but the value, and
