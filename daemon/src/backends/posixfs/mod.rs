@@ -48,7 +48,7 @@ use cached::{Cached, Stat};
 pub use permissions::Permissions;
 use quota::QuotaState;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -585,20 +585,16 @@ impl Inner {
     }
 
     /// Read `want` bytes from `start` of an opened file.
-    fn read_from(name: &str, mut f: File, start: u64, want: u64) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-        if want > 0 {
-            if start > 0 {
-                f.seek(SeekFrom::Start(start)).map_err(|e| io_error("load", name, e))?;
-            }
-            f.take(want).read_to_end(&mut buf).map_err(|e| io_error("load", name, e))?;
-        }
-        Ok(buf)
+    fn read_from(name: &str, f: &File, start: u64, want: u64) -> Result<Bytes> {
+        let want = usize::try_from(want).map_err(|_| Error::invalid("value too large for memory"))?;
+        let mut buf = BytesMut::with_capacity(want);
+        cached::fill(f, start, &mut buf, want).map_err(|e| io_error("load", name, e))?;
+        Ok(buf.freeze())
     }
 
-    fn read_range(&self, name: &str, path: &Path, offset: i64, size: Option<u64>) -> Result<Vec<u8>> {
+    fn read_range(&self, name: &str, path: &Path, offset: i64, size: Option<u64>) -> Result<Bytes> {
         let (f, start, want) = self.open_range(name, path, offset, size)?;
-        Self::read_from(name, f, start, want)
+        Self::read_from(name, &f, start, want)
     }
 
     /// Checks and opening of a load: the file, the first byte, the bytes to read.
@@ -886,21 +882,35 @@ impl Backend for PosixFs {
         // Opened here; read here when small, on the blocking pool when large.
         let (file, start, want) = self.inner.open_load(name, offset, size)?;
         if want <= INLINE_MAX {
-            return Inner::read_from(name, file, start, want).map(Bytes::from);
+            return Inner::read_from(name, &file, start, want);
         }
         let name = name.to_owned();
-        self.run(move |_| Inner::read_from(&name, file, start, want)).await.map(Bytes::from)
+        self.run(move |_| Inner::read_from(&name, &file, start, want)).await
     }
     async fn load_value(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Value> {
         if !self.inner.options.off_thread {
             return self.load(name, offset, size).await.map(Value::Bytes);
         }
-        // Opened from the caches here when they know the way, else on the pool.
+        // Opened from the caches here when they know the way, else on the pool, where a
+        // small value is read in the same trip (Ok: read; Err: opened, for the door).
         let (file, start, want) = match self.inner.open_load_cached(name, offset, size)? {
             Some(opened) => opened,
             None => {
                 let owned = name.to_owned();
-                self.run(move |i| i.open_load(&owned, offset, size)).await?
+                let opened = self
+                    .run(move |i| {
+                        let (file, start, want) = i.open_load(&owned, offset, size)?;
+                        if want <= INLINE_MAX {
+                            Inner::read_from(&owned, &file, start, want).map(Ok)
+                        } else {
+                            Ok(Err((file, start, want)))
+                        }
+                    })
+                    .await?;
+                match opened {
+                    Ok(value) => return Ok(Value::Bytes(value)),
+                    Err(opened) => opened,
+                }
             }
         };
         let file = if want > INLINE_MAX {
@@ -918,7 +928,7 @@ impl Backend for PosixFs {
             file
         };
         let name = name.to_owned();
-        self.run(move |_| Inner::read_from(&name, file, start, want)).await.map(|v| Value::Bytes(Bytes::from(v)))
+        self.run(move |_| Inner::read_from(&name, &file, start, want)).await.map(Value::Bytes)
     }
     async fn store(&self, name: &str, value: Bytes) -> Result<()> {
         let name = name.to_owned();
