@@ -719,3 +719,54 @@ async fn unread_large_loads_do_not_hold_their_values_in_memory() {
     }
     still_serves(&d).await;
 }
+
+/// Large store frames are taken apart without decoding (the value stays a slice of the
+/// frame). Frames that only look like one go through the full decoder: bytes after the
+/// value, a value shorter than announced, a bad name, another uid's store name. None
+/// stores anything or disturbs the connection.
+#[tokio::test]
+async fn large_store_frames_that_only_look_right_are_refused_and_store_nothing() {
+    use borgstore_ipc::codec::store_request_head;
+    let d = daemon();
+    created(&d).await;
+    let mut s = connect(&d);
+    let value = vec![0x33u8; 200_000];
+    let framed = |id: u64, store: &str, name: &str, value: &[u8], extra: &[u8]| {
+        let mut f = store_request_head(id, store, name, value.len(), u32::MAX).unwrap();
+        f.extend_from_slice(value);
+        f.extend_from_slice(extra);
+        let len = (f.len() - 4) as u32;
+        f[..4].copy_from_slice(&len.to_le_bytes());
+        f
+    };
+    // One byte after the value: not a store request, and not a valid frame either.
+    s.write_all(&framed(1, "s", "trailing", &value, &[0])).unwrap();
+    let r: Response = read_msg(&mut s).expect("a reply");
+    assert!(matches!((r.id, &r.body), (0, Reply::Err(e)) if e.kind == ErrorKind::InvalidArgument), "{r:?}");
+    // The head announces more value than the frame holds.
+    let mut short = framed(2, "s", "short", &value, &[]);
+    let len = u32::from_le_bytes(short[..4].try_into().unwrap()) - 10;
+    short.truncate(short.len() - 10);
+    short[..4].copy_from_slice(&len.to_le_bytes());
+    s.write_all(&short).unwrap();
+    let r: Response = read_msg(&mut s).expect("a reply");
+    assert!(matches!((r.id, &r.body), (0, Reply::Err(e)) if e.kind == ErrorKind::InvalidArgument), "{r:?}");
+    // Well formed, but a name no store accepts, and a store that is not served.
+    s.write_all(&framed(3, "s", "../escape", &value, &[])).unwrap();
+    let r: Response = read_msg(&mut s).expect("a reply");
+    assert!(matches!((r.id, &r.body), (3, Reply::Err(e)) if e.kind == ErrorKind::InvalidArgument), "{r:?}");
+    s.write_all(&framed(4, "elsewhere", "x", &value, &[])).unwrap();
+    let r: Response = read_msg(&mut s).expect("a reply");
+    assert!(matches!((r.id, &r.body), (4, Reply::Err(e)) if e.kind == ErrorKind::BackendDoesNotExist), "{r:?}");
+    // A right one is stored whole, on the same connection.
+    s.write_all(&framed(5, "s", "right", &value, &[])).unwrap();
+    assert_eq!(read_msg::<Response>(&mut s).expect("a reply").body, Reply::Ok);
+    match request(&mut s, 6, Op::Load { name: "right".into(), offset: 0, size: None, deleted: false }).body {
+        Reply::Data(v) => assert_eq!(v, value),
+        other => panic!("load: {other:?}"),
+    }
+    let c = d.client("s").await;
+    let names: Vec<String> =
+        c.list("", false).await.unwrap().collect().await.unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["right"], "only the well-formed store left an item");
+}
