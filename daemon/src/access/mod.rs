@@ -102,6 +102,9 @@ pub struct Caller<'a> {
     pub peer: Option<&'a LocalPeer>,
     /// The `Authorization` header of a REST request (None without one, and always on IPC).
     pub authorization: Option<&'a [u8]>,
+    /// The subject common name of a verified TLS client certificate (REST over TLS with
+    /// a client CA configured); None otherwise.
+    pub client_cert: Option<&'a str>,
 }
 
 /// Who a request was decided to come from.
@@ -280,7 +283,7 @@ mod tests {
         auth: Option<&[u8]>,
         g: &Grants,
     ) -> std::result::Result<Principal, Refusal> {
-        g.decide(&Caller { door, peer: p, authorization: auth })
+        g.decide(&Caller { door, peer: p, authorization: auth, client_cert: None })
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub enum Dispatched {
 /// Judge `request` and hand its command to the store; `room` goes with the command and
 /// is given back when it is done.
 pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, room: Room) -> Dispatched {
-    let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None };
+    let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None, client_cert: None };
     match request.op {
         Op::Ping => return Dispatched::Now(Reply::Pong),
         Op::Stores => {

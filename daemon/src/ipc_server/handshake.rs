@@ -72,7 +72,7 @@ where
 
 fn judge(hello: Result<Hello, Error>, peer: &LocalPeer, registry: &Registry) -> Result<(), Error> {
     let h = hello?;
-    let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None };
+    let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None, client_cert: None };
     if h.magic != MAGIC {
         return Err(Error::invalid("not a borgstore IPC client (bad magic)"));
     }

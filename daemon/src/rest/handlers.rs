@@ -88,12 +88,17 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
         }
     };
     // The one access decision, from what the connection and the head say.
-    let conn = req.conn_data::<Connection>().cloned().unwrap_or(Connection { door: Door::Rest, peer: None });
+    let conn = req.conn_data::<Connection>().cloned().unwrap_or(Connection {
+        door: Door::Rest,
+        peer: None,
+        client_cert: None,
+    });
     if conn.peer.is_none() && conn.door == Door::RestSocket {
         tracing::warn!("cannot read the credentials of a REST socket peer; treating it as unknown");
     }
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let caller = Caller { door: conn.door, peer: conn.peer.as_ref(), authorization };
+    let caller =
+        Caller { door: conn.door, peer: conn.peer.as_ref(), authorization, client_cert: conn.client_cert.as_deref() };
     if let Err(refusal) = entry.decide(&caller) {
         let uid = conn.peer.as_ref().map(|p| p.uid);
         let response = match refusal {

@@ -86,11 +86,13 @@ pub struct Connection {
     pub door: Door,
     /// The process behind a Unix socket, from the kernel; None on TCP.
     pub peer: Option<LocalPeer>,
+    /// The subject common name of the client's verified TLS certificate, if any.
+    pub client_cert: Option<Arc<str>>,
 }
 
 /// What a connection says about itself when it is accepted.
 fn connection(door: Door, peer: Option<LocalPeer>, ext: &mut Extensions) {
-    ext.insert(Connection { door, peer });
+    ext.insert(Connection { door, peer, client_cert: None });
 }
 
 /// Listener and limits of a REST server.
