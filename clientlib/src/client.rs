@@ -2,7 +2,7 @@
 
 use crate::connection::{Connection, Progress};
 pub use borgstore_ipc::protocol::CacheNamespace;
-use borgstore_ipc::protocol::{MoveAction, Op, Reply, Request, StoreSummary};
+use borgstore_ipc::protocol::{MoveAction, Op, PrincipalCounters, PurgeReport, Reply, Request, StoreSummary};
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Quota, Result, Source, Stats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -312,6 +312,24 @@ impl Client {
     pub async fn stats(&self) -> Result<Stats> {
         match self.call(Op::Stats).await? {
             Reply::Stats(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Delete for good the items of the store's delete quarantine whose window has passed
+    /// (needs `D` at the store's root).
+    pub async fn purge(&self) -> Result<PurgeReport> {
+        match self.call(Op::Purge).await? {
+            Reply::Purged(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Counters per principal: every principal's for the daemon's own user, the
+    /// caller's own for anyone else.
+    pub async fn principal_stats(&self) -> Result<Vec<PrincipalCounters>> {
+        match self.call(Op::PrincipalStats).await? {
+            Reply::Principals(p) => Ok(p),
             other => Err(unexpected(other)),
         }
     }

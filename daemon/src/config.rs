@@ -88,6 +88,23 @@ pub struct StoreSettings {
     pub serve_on: BTreeSet<Door>,
     /// The doors where this store needs no grant (see [`crate::access`]).
     pub public_on: BTreeSet<Door>,
+    /// Who gets which profile, in order (empty: the rules the keys above stand for).
+    pub rules: Vec<RuleSettings>,
+    /// Deletes by a principal without `D` become soft deletes kept this many days.
+    pub quarantine_days: Option<u32>,
+}
+
+/// One `[[stores.NAME.rules]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// Its label in stats, metrics and the audit log (default: `uid:1001`, `rest:alice`...).
+    pub name: Option<String>,
+    /// Whom it is for.
+    pub principal: crate::access::Match,
+    /// Its permission letters per name (None: the store's `permissions`).
+    pub permissions: Option<BTreeMap<String, String>>,
+    /// Its quota share: its writes are refused once the store would hold more.
+    pub quota: Option<u64>,
 }
 
 impl StoreSettings {
@@ -111,20 +128,79 @@ impl StoreSettings {
             fsync: FsyncMode::default(),
             serve_on: Door::ALL.into_iter().collect(),
             public_on: BTreeSet::new(),
+            rules: Vec::new(),
+            quarantine_days: None,
         }
     }
 
-    /// Who may use this store (named `name`) through which door.
-    pub fn grants(&self, name: &str) -> Grants {
-        Grants {
+    /// Are permissions checked per principal by the store actor ([`crate::policy`])
+    /// rather than by the posixfs backend? Yes with rules or a quarantine (a quarantined
+    /// delete is the daemon's soft delete on the principal's behalf, which the backend
+    /// must not refuse); otherwise the backend checks, exactly as Python's does.
+    pub fn policy_checks_permissions(&self) -> bool {
+        !self.rules.is_empty() || self.quarantine_days.is_some()
+    }
+
+    /// The permissions the backend itself checks (see
+    /// [`Self::policy_checks_permissions`]).
+    pub fn backend_permissions(&self) -> Result<Permissions> {
+        match self.policy_checks_permissions() {
+            true => Ok(Permissions::all()),
+            false => self.permissions(),
+        }
+    }
+
+    /// Who may use this store (named `name`) through which door, with which profile.
+    pub fn grants(&self, name: &str) -> Result<Grants> {
+        use crate::access::{Match, Rule};
+        use crate::policy::Profile;
+        use std::sync::Arc;
+        let owner_uid = current_uid();
+        let store_perms =
+            if self.policy_checks_permissions() { self.permissions()? } else { Permissions::all() };
+        let profile = |label: String, permissions: Permissions, quota: Option<u64>, owner: bool| {
+            Arc::new(Profile { name: label, permissions, quota, quarantine_days: self.quarantine_days, owner })
+        };
+        let credentials = Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref());
+        let mut rules = Vec::new();
+        if self.rules.is_empty() {
+            // What the older keys always meant: every principal they name gets the
+            // store's permissions and quota.
+            let mut principals = vec![Match::Uid(owner_uid)];
+            principals.extend(self.allow_uids.iter().map(|u| Match::Uid(*u)));
+            principals.extend(self.allow_gids.iter().map(|g| Match::Gid(*g)));
+            principals.extend(credentials.iter().map(|c| Match::RestUser(c.username().to_string())));
+            principals.push(Match::Default);
+            for m in principals {
+                let label = if m == Match::Uid(owner_uid) { "owner".to_string() } else { m.label() };
+                let owner = m == Match::Uid(owner_uid);
+                rules.push(Rule { profile: profile(label, store_perms.clone(), None, owner), principal: m });
+            }
+        } else {
+            for r in &self.rules {
+                let permissions = match &r.permissions {
+                    Some(map) => Permissions::new(map.clone())?,
+                    None => store_perms.clone(),
+                };
+                let label = r.name.clone().unwrap_or_else(|| r.principal.label());
+                let owner = r.principal == Match::Uid(owner_uid);
+                rules.push(Rule { profile: profile(label, permissions, r.quota, owner), principal: r.principal.clone() });
+            }
+            // The daemon's own uid owns the store's files anyway: it keeps full rights
+            // unless a rule above says otherwise for it.
+            let owner = Arc::new(Profile::full("owner"));
+            rules.push(Rule { principal: Match::Uid(owner_uid), profile: owner });
+        }
+        Ok(Grants {
             store: name.to_string(),
-            owner_uid: current_uid(),
+            owner_uid,
             allow_uids: self.allow_uids.clone(),
             allow_gids: self.allow_gids.clone(),
-            credentials: Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref()),
+            credentials,
             serve_on: self.serve_on.clone(),
             public_on: self.public_on.clone(),
-        }
+            rules,
+        })
     }
 
     /// The emulator of this store: its own settings, else the environment.
@@ -193,8 +269,81 @@ struct FileStore {
     fsync: Option<String>,
     serve_on: Option<Vec<String>>,
     public_on: Option<Vec<String>>,
+    quarantine_days: Option<u32>,
+    #[serde(default)]
+    rules: Vec<FileRule>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    name: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    rest_user: Option<String>,
+    cert_cn: Option<String>,
+    default: Option<bool>,
+    permissions: Option<FilePermissions>,
+    quota: Option<u64>,
+}
+
+/// Permission letters: a borg mode (`no-delete`, `borgbackup-read-only`, ...), letters
+/// for the whole store (`lr`), or a table of letters per name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FilePermissions {
+    Named(String),
+    Map(BTreeMap<String, String>),
+}
+
+/// A permission map from a borg mode name, letters for the root, or a map (validated).
+fn permission_map(spec: FilePermissions, what: &str) -> Result<BTreeMap<String, String>> {
+    let map = match spec {
+        FilePermissions::Map(m) => m,
+        FilePermissions::Named(name) => match crate::backends::posixfs::permissions::borg_mode(&name) {
+            Some(mode) => mode.unwrap_or_default(),
+            None if !name.is_empty() && name.chars().all(|c| "lrwWD".contains(c)) => [(String::new(), name)].into(),
+            None => {
+                return Err(Error::invalid(format!(
+                    "{what}: permissions {name:?} is neither a borg mode ({}) nor letters of lrwWD",
+                    crate::backends::posixfs::permissions::BORG_MODES.join(", ")
+                )))
+            }
+        },
+    };
+    Permissions::new(map.clone()).map_err(|e| Error::invalid(format!("{what}: {}", e.message)))?;
+    Ok(map)
+}
+
+impl FileRule {
+    fn settings(self, what: &str) -> Result<RuleSettings> {
+        use crate::access::Match;
+        let mut principals = Vec::new();
+        principals.extend(self.uid.map(Match::Uid));
+        principals.extend(self.gid.map(Match::Gid));
+        principals.extend(self.rest_user.map(Match::RestUser));
+        principals.extend(self.cert_cn.map(Match::CertCn));
+        if self.default == Some(true) {
+            principals.push(Match::Default);
+        }
+        let principal = match <[Match; 1]>::try_from(principals) {
+            Ok([m]) => m,
+            Err(_) => {
+                return Err(Error::invalid(format!(
+                    "{what}: name exactly one principal: uid, gid, rest_user, cert_cn or default = true"
+                )))
+            }
+        };
+        if let Some(name) = &self.name {
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(Error::invalid(format!("{what}: name must be 1-64 printable ASCII characters")));
+            }
+        }
+        let permissions = self.permissions.map(|p| permission_map(p, what)).transpose()?;
+        Ok(RuleSettings { name: self.name, principal, permissions, quota: self.quota })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +547,17 @@ impl DaemonConfig {
                 Some(list) => doors(list, &format!("store {name}: serve_on"))?,
                 None => Door::ALL.into_iter().collect(),
             };
+            let rules = s
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.settings(&format!("store {name}, rule {}", i + 1)))
+                .collect::<Result<Vec<_>>>()?;
+            if rules.iter().any(|r| r.quota.is_some()) && s.quota.is_none() {
+                return Err(Error::invalid(format!(
+                    "store {name}: a rule's quota is its share of the store's quota: give the store a quota too"
+                )));
+            }
             let public_on = match &s.public_on {
                 Some(list) => doors(list, &format!("store {name}: public_on"))?,
                 None => BTreeSet::new(),
@@ -421,6 +581,8 @@ impl DaemonConfig {
                     fsync,
                     serve_on,
                     public_on,
+                    rules,
+                    quarantine_days: s.quarantine_days,
                 },
             );
         }
@@ -561,7 +723,7 @@ impl DaemonConfig {
         let rest_max_body = file.rest_max_body.unwrap_or(DEFAULT_REST_MAX_BODY);
         if rest.is_some() {
             for (name, s) in &stores {
-                s.grants(name).check_listener(Door::Rest)?;
+                s.grants(name)?.check_listener(Door::Rest)?;
             }
         }
         let max_in_flight = flags.max_in_flight.or(file.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT);

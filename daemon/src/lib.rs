@@ -19,6 +19,8 @@
 //!   who is calling, and may they use this store.
 //! - [`limits`]: the daemon-wide and per-connection budgets of request bytes in memory;
 //!   [`memory`]: freed memory given back to the system after a burst.
+//! - [`policy`]: what a principal may do once let in (permission letters, quota share,
+//!   delete quarantine), checked by the store actor before each command.
 //! - [`commands`]: every operation on a store as a type that says how it is ordered
 //!   and applies itself; its output type is its reply.
 //! - [`actor`]: one actix actor per store (ordering, the engine, cache sweeps), the
@@ -41,6 +43,7 @@ pub mod ipc_server;
 pub mod limits;
 pub mod memory;
 pub mod names;
+pub mod policy;
 pub mod rest;
 pub mod store;
 pub mod systemd;

@@ -205,6 +205,40 @@ pub enum Op {
         /// The cached namespaces; none, or all `off`, removes the cache.
         namespaces: Vec<CacheNamespace>,
     },
+    /// Delete for good the items of the store's delete quarantine whose window has
+    /// passed; needs `D` at the store's root.
+    Purge,
+    /// Counters per principal: every principal's for the daemon's own user, the
+    /// caller's own for anyone else.
+    PrincipalStats,
+}
+
+/// The counters of one principal (a rule's label) on one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalCounters {
+    /// The rule's label (`owner`, `uid:1001`, `rest:alice`, or the name given).
+    pub principal: String,
+    /// Commands run, refused ones included.
+    pub calls: u64,
+    /// Value bytes received.
+    pub bytes_in: u64,
+    /// Value bytes sent.
+    pub bytes_out: u64,
+    /// Commands refused by the principal's profile.
+    pub refusals: u64,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// Items deleted for good.
+    pub purged: u64,
+    /// Items still inside their window.
+    pub kept: u64,
+    /// Entries whose item was gone (restored or deleted meanwhile).
+    pub gone: u64,
+    /// Items whose delete failed (tried again next time).
+    pub failed: u64,
 }
 
 /// The cache policy of one namespace, as a client asks for it.
@@ -266,6 +300,10 @@ pub enum Reply {
     Pong,
     /// The request failed; for a `list`, this ends it (no [`Reply::ListEnd`] follows).
     Err(Error),
+    /// The answer to [`Op::Purge`].
+    Purged(PurgeReport),
+    /// The answer to [`Op::PrincipalStats`].
+    Principals(Vec<PrincipalCounters>),
 }
 
 /// Daemon -> client. Id 0 answers a request that could not be decoded.

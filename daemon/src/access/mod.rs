@@ -20,17 +20,26 @@
 //! - a store with REST credentials asks for them on every REST door (the protocol's own
 //!   rule, as in Python's server), on top of the uid check of the REST socket.
 //!
+//! Once a caller is let in, the store's rules ([`rules`]) pick its profile: what it may
+//! do there ([`crate::policy::Profile`]). The first rule matching the caller wins; no
+//! rule, no access. A store without rules has the rules its older keys stand for.
+//!
 //! - [`peer`]: reading a Unix socket peer's credentials.
 //! - [`credentials`]: Basic-auth credentials, compared in constant time.
+//! - [`rules`]: principals, rules and the first match.
 
 pub mod credentials;
 pub mod peer;
+pub mod rules;
 
 pub use credentials::{Credentials, CHALLENGE};
 pub use peer::LocalPeer;
+pub use rules::{Identity, Match, Rule};
 
+use crate::policy::{Profile, Who};
 use borgstore_ipc::{Error, Result};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// A way into the daemon; the names are the config keys of the listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,22 +116,34 @@ pub struct Caller<'a> {
     pub client_cert: Option<&'a str>,
 }
 
-/// Who a request was decided to come from.
+/// Who a request was decided to come from, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The local process, on a Unix socket.
     pub peer: Option<LocalPeer>,
     /// The Basic-auth user, when the store has credentials and the caller gave them.
     pub rest_user: Option<String>,
+    /// The common name of the caller's verified TLS client certificate.
+    pub cert_cn: Option<String>,
+    /// The profile of the rule that matched.
+    pub profile: Arc<Profile>,
+}
+
+impl Principal {
+    /// The principal with the door it came through, as the store actor takes it.
+    pub fn who(&self, door: Door) -> Arc<Who> {
+        Arc::new(Who { principal: self.to_string(), door: Some(door), profile: self.profile.clone() })
+    }
 }
 
 impl std::fmt::Display for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.peer, &self.rest_user) {
-            (Some(p), Some(u)) => write!(f, "uid {} as REST user {u}", p.uid),
-            (Some(p), None) => write!(f, "uid {}", p.uid),
-            (None, Some(u)) => write!(f, "REST user {u}"),
-            (None, None) => f.write_str("an anonymous REST client"),
+        match (&self.peer, &self.rest_user, &self.cert_cn) {
+            (Some(p), Some(u), _) => write!(f, "uid {} as REST user {u}", p.uid),
+            (Some(p), None, _) => write!(f, "uid {}", p.uid),
+            (None, Some(u), _) => write!(f, "REST user {u}"),
+            (None, None, Some(c)) => write!(f, "certificate {c}"),
+            (None, None, None) => f.write_str("an anonymous REST client"),
         }
     }
 }
@@ -158,6 +179,8 @@ pub struct Grants {
     /// Doors where the store needs no grant (TCP: no credentials; Unix: any uid that can
     /// connect to the socket).
     pub public_on: BTreeSet<Door>,
+    /// The rules, in order; the first matching one gives the caller its profile.
+    pub rules: Vec<Rule>,
 }
 
 impl Grants {
@@ -174,29 +197,55 @@ impl Grants {
             (false, _) => None,
             (true, None) => return Err(Refusal::NotGranted("the caller's credentials are unknown".into())),
             (true, Some(peer)) => {
-                if !(public || peer.uid == self.owner_uid || peer.matches(&self.allow_uids, &self.allow_gids)) {
+                if !(public || self.admits_uid(peer)) {
                     return Err(Refusal::NotGranted(format!(
                         "uid {} is not granted access to store {}",
                         peer.uid, self.store
                     )));
                 }
-                Some(peer.clone())
+                Some(peer)
             }
         };
+        let cert_cn = caller.client_cert.filter(|_| door.is_rest());
+        let by_cert = cert_cn.is_some_and(|cn| {
+            let id = Identity { cert_cn: Some(cn), ..Default::default() };
+            self.rules.iter().any(|r| matches!(r.principal, Match::CertCn(_)) && r.matches(&id))
+        });
         // The REST protocol's own rule: a store with credentials asks for them on every
-        // REST door.
+        // REST door (a client certificate a rule names stands for them).
         let rest_user = match (&self.credentials, door.is_rest()) {
-            (Some(c), true) if c.accepts(caller.authorization) => Some(c.username().to_string()),
+            (Some(c), true) if c.accepts(caller.authorization) => Some(c.username()),
+            (Some(_), true) if by_cert => None,
             (Some(_), true) => return Err(Refusal::Unauthenticated),
             _ => None,
         };
-        if peer.is_some() {
-            return Ok(Principal { peer, rest_user });
+        if peer.is_none() && rest_user.is_none() && !by_cert && !public {
+            return Err(Refusal::NotGranted(format!("store {} is not served on TCP without credentials", self.store)));
         }
-        if rest_user.is_some() || public {
-            return Ok(Principal { peer: None, rest_user });
+        let id = Identity { peer, rest_user, cert_cn };
+        let principal = |profile: &Arc<Profile>| Principal {
+            peer: peer.cloned(),
+            rest_user: rest_user.map(str::to_string),
+            cert_cn: cert_cn.map(str::to_string),
+            profile: profile.clone(),
+        };
+        match rules::first_match(&self.rules, &id) {
+            Some(profile) => Ok(principal(profile)),
+            None => {
+                let p = principal(&Arc::new(Profile::full("")));
+                Err(Refusal::NotGranted(format!("no rule of store {} grants access to {p}", self.store)))
+            }
         }
-        Err(Refusal::NotGranted(format!("store {} is not served on TCP without credentials", self.store)))
+    }
+
+    /// Is this uid let in through the Unix socket doors: the daemon's own, granted by
+    /// `allow_uids`/`allow_gids`, or named by a uid or gid rule?
+    fn admits_uid(&self, peer: &LocalPeer) -> bool {
+        if peer.uid == self.owner_uid || peer.matches(&self.allow_uids, &self.allow_gids) {
+            return true;
+        }
+        let id = Identity { peer: Some(peer), ..Default::default() };
+        self.rules.iter().any(|r| matches!(r.principal, Match::Uid(_) | Match::Gid(_)) && r.matches(&id))
     }
 
     /// Check, before a listener opens, that serving the store through `door` cannot let
@@ -270,6 +319,7 @@ mod tests {
             credentials: None,
             serve_on: Door::ALL.into_iter().collect(),
             public_on: BTreeSet::new(),
+            rules: vec![Rule { principal: Match::Default, profile: Arc::new(Profile::full("default")) }],
         }
     }
 

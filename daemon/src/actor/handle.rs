@@ -9,6 +9,7 @@
 use super::store_actor::{Call, StoreActor};
 use crate::commands::Command;
 use crate::limits::Room;
+use crate::policy::Who;
 use actix::prelude::*;
 use borgstore_ipc::{Error, Result};
 use std::future::Future;
@@ -34,9 +35,15 @@ impl StoreHandle {
         &self.name
     }
 
-    /// Run `command` on the store, ordered after everything submitted before.
+    /// Run `command` on the store, ordered after everything submitted before, with the
+    /// daemon's own rights (in-process use).
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Output> {
         self.submit(command, None).await?.await
+    }
+
+    /// Run `command` for `who` (admitted against its profile, counted for it).
+    pub async fn run_as<C: Command>(&self, command: C, who: Arc<Who>) -> Result<C::Output> {
+        self.submit_as(command, None, who).await?.await
     }
 
     /// Hand `command` to the actor and return its answer-to-be. Awaiting this only
@@ -44,10 +51,21 @@ impl StoreHandle {
     /// so a caller that submits in order gets its commands ordered as sent. `room` (the
     /// request's reserved bytes) is given back when the command is done.
     pub async fn submit<C: Command>(&self, command: C, room: Option<Room>) -> Result<Pending<C::Output>> {
+        self.submit_as(command, room, Who::internal()).await
+    }
+
+    /// [`StoreHandle::submit`] for `who`: the command is admitted against its profile
+    /// right before it runs.
+    pub async fn submit_as<C: Command>(
+        &self,
+        command: C,
+        room: Option<Room>,
+        who: Arc<Who>,
+    ) -> Result<Pending<C::Output>> {
         let (tx, rx) = oneshot::channel();
         // Straight into the mailbox when it has room (no round trip to the actor's
         // thread).
-        match self.addr.try_send(Call::new(command, tx, room)) {
+        match self.addr.try_send(Call::new(command, tx, room, who)) {
             Ok(()) => {}
             Err(SendError::Full(call)) => self.addr.send(call).await.map_err(|_| self.stopping())?,
             Err(SendError::Closed(_)) => return Err(self.stopping()),

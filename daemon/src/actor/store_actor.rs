@@ -12,6 +12,7 @@
 use super::ordering::{Access, Scheduler};
 use super::Served;
 use crate::commands::Command;
+use crate::policy::{admit, Who};
 use crate::limits::Room;
 use actix::prelude::*;
 use borgstore_ipc::{Error, Result};
@@ -31,11 +32,42 @@ pub struct Call {
 impl Call {
     /// `command`, answering on `answer`; `room` (the request's reserved bytes) is given
     /// back when the command is done.
-    pub fn new<C: Command>(command: C, answer: oneshot::Sender<Result<C::Output>>, room: Option<Room>) -> Call {
+    ///
+    /// Right before it runs, the command is admitted against `who`'s profile
+    /// ([`crate::policy::admit`]); afterwards it is counted for `who` and, when it
+    /// changes the store, recorded in the audit log.
+    pub fn new<C: Command>(
+        command: C,
+        answer: oneshot::Sender<Result<C::Output>>,
+        room: Option<Room>,
+        who: Arc<Who>,
+    ) -> Call {
         let access = command.access();
         let run = Box::new(move |served: Arc<Served>| -> BoxFuture<'static, ()> {
             Box::pin(async move {
-                let result = contained(command.apply(&served)).await;
+                let audited = command.audited();
+                let mut refused = false;
+                let result = contained(async {
+                    // Unrestricted profiles that may also do the owner's things have
+                    // nothing to check: skip building the need.
+                    if who.profile.restricts() || !who.profile.owner {
+                        let admitted = admit(&command.need(), &who, &served).await;
+                        if let Err(e) = admitted {
+                            refused = true;
+                            return Err(e);
+                        }
+                    }
+                    command.apply(&served).await
+                })
+                .await;
+                if who.door.is_some() {
+                    let sent = result.as_ref().map(C::sent).unwrap_or(0);
+                    let received = audited.as_ref().and_then(|a| a.size).unwrap_or(0);
+                    served.principals().count(&who.profile.name, received, sent, refused);
+                }
+                if let Some(audited) = audited {
+                    served.record(&who, audited, result.as_ref().map(|_| ()));
+                }
                 drop(room);
                 // A vanished caller dropped its receiver: the command still counted.
                 let _ = answer.send(result);

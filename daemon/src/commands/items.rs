@@ -1,7 +1,8 @@
 //! Commands on one item, by its engine name (`namespace/key`; `deleted` addresses the
 //! soft-deleted item). Each is ordered with everything else on that item.
 
-use super::item;
+use super::{item, Audited};
+use crate::policy::{Item, Need};
 use crate::actor::ordering::Access;
 use crate::backends::value::Value;
 use crate::hashing::HashAlgorithm;
@@ -19,6 +20,7 @@ pub struct Info {
 
 command!(Info -> ItemInfo,
     access |c| item(&c.name),
+    need |c| Need::letters("lr", Item::engine(&c.name, c.deleted).letters_name()),
     apply |c, served| served.open().await?.info(&c.name, c.deleted).await);
 
 /// `size` bytes (None: to the end) from `offset` (negative: counted from the end).
@@ -35,7 +37,9 @@ pub struct Load {
 
 command!(Load -> Value,
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.load_value(&c.name, c.offset, c.size, c.deleted).await);
+    need |c| Need::letters("r", Item::engine(&c.name, c.deleted).letters_name()),
+    apply |c, served| served.open().await?.load_value(&c.name, c.offset, c.size, c.deleted).await,
+    sent |v| v.len());
 
 /// Store a value atomically, replacing an existing one.
 pub struct Store {
@@ -47,7 +51,9 @@ pub struct Store {
 
 command!(Store -> (),
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.store(&c.name, c.value).await);
+    need |c| Need::Write { item: Item::engine(&c.name, false), size: c.value.len() as u64 },
+    apply |c, served| served.open().await?.store(&c.name, c.value).await,
+    audit |c| Audited::new("store", &[&c.name], Some(c.value.len() as u64)));
 
 /// Delete an item for good.
 pub struct Delete {
@@ -59,7 +65,23 @@ pub struct Delete {
 
 command!(Delete -> (),
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.delete(&c.name, c.deleted).await);
+    need |c| Need::Delete(Item::engine(&c.name, c.deleted)),
+    apply |c, served| served.open().await?.delete(&c.name, c.deleted).await,
+    audit |c| Audited::new(if c.deleted { "delete-deleted" } else { "delete" }, &[&c.name], None));
+
+/// A delete by a principal whose profile quarantines it: the item becomes its
+/// soft-deleted twin and is purged once the store's quarantine window has passed
+/// (see [`crate::policy::quarantine`]).
+pub struct Quarantine {
+    /// The live item.
+    pub name: String,
+}
+
+command!(Quarantine -> (),
+    access |c| item(&c.name),
+    need |c| Need::Quarantine(Item::engine(&c.name, false)),
+    apply |c, served| served.quarantine(|q, store| async move { q.engine(&store, &c.name).await }).await,
+    audit |c| Audited::new("quarantine", &[&c.name], None));
 
 /// Soft delete, undelete, change level or rename an item.
 pub struct Move {
@@ -75,7 +97,25 @@ command!(Move -> (), access |c| {
         MoveAction::Rename { .. } => Access::Exclusive,
         _ => item(&c.name),
     }
-}, apply |c, served| served.open().await?.move_(&c.name, c.action).await);
+}, need |c| {
+    let name = c.name.as_str();
+    match &c.action {
+        MoveAction::Delete => Need::Move { from: Item::engine(name, false), to: Item::engine(name, true) },
+        MoveAction::Undelete => Need::Move { from: Item::engine(name, true), to: Item::engine(name, false) },
+        MoveAction::ChangeLevel { deleted } => {
+            Need::Move { from: Item::engine(name, *deleted), to: Item::engine(name, *deleted) }
+        }
+        MoveAction::Rename { new_name, deleted } => {
+            Need::Move { from: Item::engine(name, *deleted), to: Item::engine(new_name, *deleted) }
+        }
+    }
+}, apply |c, served| served.open().await?.move_(&c.name, c.action).await,
+audit |c| match &c.action {
+    MoveAction::Delete => Audited::new("soft-delete", &[&c.name], None),
+    MoveAction::Undelete => Audited::new("undelete", &[&c.name], None),
+    MoveAction::ChangeLevel { .. } => Audited::new("change-level", &[&c.name], None),
+    MoveAction::Rename { new_name, .. } => Audited::new("rename", &[&c.name, new_name], None),
+});
 
 /// Hex digest of an item's content.
 pub struct Hash {
@@ -89,6 +129,7 @@ pub struct Hash {
 
 command!(Hash -> String,
     access |c| item(&c.name),
+    need |c| Need::letters("r", Item::engine(&c.name, c.deleted).letters_name()),
     apply |c, served| served.open().await?.hash(&c.name, c.algorithm, c.deleted).await);
 
 /// All items of a namespace, recursively, sorted: a cursor the caller drains (a
@@ -102,4 +143,5 @@ pub struct List {
 
 command!(List -> Lister,
     access |_| Access::Free,
+    need |c| Need::letters("l", c.name.as_str()),
     apply |c, served| served.open().await?.list(&c.name, c.deleted));

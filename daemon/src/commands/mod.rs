@@ -25,13 +25,21 @@
 
 /// `impl Command` for a command struct in one line:
 ///
-/// `command!(Load -> Bytes, access |c| item(&c.name), apply |c, served| served.open().await?.load(..).await);`
+/// `command!(Load -> Bytes, access |c| item(&c.name), need |c| Need::letters("r", ..), apply |c, served| ..);`
 ///
-/// `c` is the command (by reference in `access`, by value in `apply`) and `served` the
-/// [`Served`] store it runs on. Every command has this one shape; the macro keeps each
-/// to what differs: its output type, its ordering, its call.
+/// `c` is the command (by reference in `access`, `need` and the optional `audit` and
+/// `sent`, by value in `apply`) and `served` the [`Served`] store it runs on. Every
+/// command has this one shape; the macro keeps each to what differs: its output type,
+/// its ordering, what it needs from the caller's profile, its call, and for commands
+/// that change the store what the audit log says of them (`audit |c| ..`) and for
+/// commands that send values how many bytes they sent (`sent |out| ..`).
 macro_rules! command {
-    ($cmd:ident -> $out:ty, access |$a:tt| $access:expr, apply |$c:ident, $served:ident| $apply:expr $(,)?) => {
+    ($cmd:ident -> $out:ty,
+     access |$a:tt| $access:expr,
+     need |$n:tt| $need:expr,
+     apply |$c:ident, $served:ident| $apply:expr
+     $(, audit |$au:tt| $audit:expr)?
+     $(, sent |$o:tt| $sent:expr)? $(,)?) => {
         impl $crate::commands::Command for $cmd {
             type Output = $out;
             fn access(&self) -> $crate::actor::ordering::Access {
@@ -39,11 +47,23 @@ macro_rules! command {
                 let $a = self;
                 $access
             }
+            fn need(&self) -> $crate::policy::Need<'_> {
+                #[allow(unused_variables)]
+                let $n = self;
+                $need
+            }
             async fn apply(self, $served: &$crate::actor::Served) -> borgstore_ipc::Result<$out> {
                 #[allow(unused_variables)]
                 let $c = self;
                 $apply
             }
+            $(fn audited(&self) -> Option<$crate::commands::Audited> {
+                let $au = self;
+                Some($audit)
+            })?
+            $(fn sent($o: &$out) -> u64 {
+                $sent
+            })?
         }
     };
 }
@@ -55,6 +75,7 @@ pub mod ranges;
 
 use crate::actor::ordering::Access;
 use crate::actor::Served;
+use crate::policy::Need;
 use borgstore_ipc::Result;
 use std::future::Future;
 
@@ -66,8 +87,40 @@ pub trait Command: Send + 'static {
     /// How the store actor orders it against other commands on the same store.
     fn access(&self) -> Access;
 
+    /// What it needs from the caller's profile ([`crate::policy::admit`] checks it
+    /// right before `apply`).
+    fn need(&self) -> Need<'_>;
+
     /// Run it. The actor calls this once the ordering rules let the command start.
     fn apply(self, served: &Served) -> impl Future<Output = Result<Self::Output>> + Send;
+
+    /// What the audit log says of it: None for commands that change nothing.
+    fn audited(&self) -> Option<Audited> {
+        None
+    }
+
+    /// Value bytes its output sends to the caller (per-principal stats).
+    fn sent(_output: &Self::Output) -> u64 {
+        0
+    }
+}
+
+/// A command that changes the store, as the audit log records it (never a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    /// The operation (`store`, `delete`, `quarantine`, ...).
+    pub op: &'static str,
+    /// The names it touches.
+    pub names: Vec<String>,
+    /// The value bytes it writes, if it writes one.
+    pub size: Option<u64>,
+}
+
+impl Audited {
+    /// `op` on `names`, writing `size` bytes.
+    pub fn new(op: &'static str, names: &[&str], size: Option<u64>) -> Self {
+        Audited { op, names: names.iter().map(|n| n.to_string()).collect(), size }
+    }
 }
 
 /// The ordering key of an item: its name without the soft-delete distinction, so all

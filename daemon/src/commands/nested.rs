@@ -5,7 +5,9 @@
 //! ([`crate::names::nesting::item_of`]), so a REST request and an IPC request on the
 //! same item are ordered with each other.
 
+use super::Audited;
 use crate::actor::ordering::Access;
+use crate::policy::{Item, Need};
 use crate::backends::body::Body;
 use crate::backends::value::Value;
 use crate::backends::DefragTarget;
@@ -26,7 +28,9 @@ pub struct Mkdir {
 
 command!(Mkdir -> (),
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.nested().mkdir(&c.name).await);
+    need |c| Need::letters("w", c.name.as_str()),
+    apply |c, served| served.open().await?.nested().mkdir(&c.name).await,
+    audit |c| Audited::new("mkdir", &[&c.name], None));
 
 /// Remove an empty directory.
 pub struct Rmdir {
@@ -36,7 +40,9 @@ pub struct Rmdir {
 
 command!(Rmdir -> (),
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.nested().rmdir(&c.name).await);
+    need |c| Need::Letters("wD", vec![c.name.as_str().into()]),
+    apply |c, served| served.open().await?.nested().rmdir(&c.name).await,
+    audit |c| Audited::new("rmdir", &[&c.name], None));
 
 /// Metadata of a file or directory; a missing one gives `exists: false`.
 pub struct Info {
@@ -46,6 +52,7 @@ pub struct Info {
 
 command!(Info -> ItemInfo,
     access |c| item(&c.name),
+    need |c| Need::letters("lr", c.name.as_str()),
     apply |c, served| served.open().await?.nested().info(&c.name).await);
 
 /// One directory level, sorted.
@@ -56,6 +63,7 @@ pub struct List {
 
 command!(List -> Vec<ItemInfo>,
     access |_| Access::Free,
+    need |c| Need::letters("l", c.name.as_str()),
     apply |c, served| served.open().await?.nested().list(&c.name).await);
 
 /// `size` bytes (None: to the end) from `offset` (negative: from the end).
@@ -70,7 +78,9 @@ pub struct Load {
 
 command!(Load -> Value,
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.nested().load(&c.name, c.offset, c.size).await);
+    need |c| Need::letters("r", c.name.as_str()),
+    apply |c, served| served.open().await?.nested().load(&c.name, c.offset, c.size).await,
+    sent |v| v.len());
 
 /// Store a value that may still be arriving (a streamed upload).
 pub struct Store {
@@ -82,7 +92,9 @@ pub struct Store {
 
 command!(Store -> (),
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.nested().store(&c.name, c.value).await);
+    need |c| Need::Write { item: Item::nested(&c.name), size: c.value.len() },
+    apply |c, served| served.open().await?.nested().store(&c.name, c.value).await,
+    audit |c| Audited::new("store", &[&c.name], Some(c.value.len())));
 
 /// Delete a file for good.
 pub struct Delete {
@@ -92,7 +104,23 @@ pub struct Delete {
 
 command!(Delete -> (),
     access |c| item(&c.name),
-    apply |c, served| served.open().await?.nested().delete(&c.name).await);
+    need |c| Need::Delete(Item::nested(&c.name)),
+    apply |c, served| served.open().await?.nested().delete(&c.name).await,
+    audit |c| Audited::new("delete", &[&c.name], None));
+
+/// A delete by a principal whose profile quarantines it: the file is renamed to its
+/// `.del` twin and purged once the store's quarantine window has passed (see
+/// [`crate::policy::quarantine`]).
+pub struct Quarantine {
+    /// The nested name.
+    pub name: String,
+}
+
+command!(Quarantine -> (),
+    access |c| item(&c.name),
+    need |c| Need::Quarantine(Item::nested(&c.name)),
+    apply |c, served| served.quarantine(|q, store| async move { q.nested(&store, &c.name).await }).await,
+    audit |c| Audited::new("quarantine", &[&c.name], None));
 
 /// Rename a file (soft delete and level changes are renames at this level).
 pub struct Move {
@@ -110,7 +138,9 @@ command!(Move -> (), access |c| {
     } else {
         Access::Exclusive
     }
-}, apply |c, served| served.open().await?.nested().move_(&c.current, &c.new).await);
+}, need |c| Need::Move { from: Item::nested(&c.current), to: Item::nested(&c.new) },
+apply |c, served| served.open().await?.nested().move_(&c.current, &c.new).await,
+audit |c| Audited::new("move", &[&c.current, &c.new], None));
 
 /// Hex digest of a file's content.
 pub struct Hash {
@@ -122,6 +152,7 @@ pub struct Hash {
 
 command!(Hash -> String,
     access |c| item(&c.name),
+    need |c| Need::letters("r", c.name.as_str()),
     apply |c, served| served.open().await?.nested().hash(&c.name, c.algorithm).await);
 
 /// The bytes of many ranges, concatenated in order.
@@ -132,7 +163,9 @@ pub struct Gather {
 
 command!(Gather -> Bytes,
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.nested().gather(&c.sources).await);
+    need |c| Need::Letters("r", c.sources.iter().map(|s| s.name.as_str().into()).collect()),
+    apply |c, served| served.open().await?.nested().gather(&c.sources).await,
+    sent |v| v.len() as u64);
 
 /// A new file from byte ranges; answers its name.
 pub struct Defrag {
@@ -144,11 +177,35 @@ pub struct Defrag {
 
 command!(Defrag -> String,
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.nested().defrag(&c.sources, &c.target).await);
+    need |c| defrag_need(&c.sources, &c.target),
+    apply |c, served| served.open().await?.nested().defrag(&c.sources, &c.target).await,
+    audit |c| Audited::new("defrag", &defrag_names(&c.sources, &c.target), None));
+
+/// Defrag reads its sources and writes its target: `r` on each source and, for the
+/// target, the letters of a new item (a hashed name is new, or the same bytes again).
+fn defrag_need<'a>(sources: &'a [Source], target: &'a DefragTarget) -> Need<'a> {
+    let mut names: Vec<std::borrow::Cow<'a, str>> = sources.iter().map(|s| s.name.as_str().into()).collect();
+    names.dedup();
+    let target = match target {
+        DefragTarget::Name(n) => n.clone(),
+        DefragTarget::Hashed { namespace, .. } => format!("{}/0", namespace.trim_end_matches('/')),
+    };
+    Need::All(vec![("r", names), ("wW", vec![target.into()])])
+}
+
+fn defrag_names<'a>(sources: &'a [Source], target: &'a DefragTarget) -> Vec<&'a str> {
+    let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    if let DefragTarget::Name(n) = target {
+        names.push(n);
+    }
+    names
+}
 
 /// The store's quota (limit 0: none), as the backend counts it.
 pub struct GetQuota;
 
 command!(GetQuota -> Quota,
     access |_| Access::Free,
+    need |_| Need::Nothing,
     apply |c, served| served.open().await?.nested().quota().await);

@@ -1,7 +1,10 @@
 //! Commands over byte ranges of many items. They touch several items at once, so each
 //! runs alone (exclusive), which keeps them linearizable with the item commands.
 
+use super::Audited;
 use crate::actor::ordering::Access;
+use crate::policy::Need;
+use std::borrow::Cow;
 use crate::store::DefragName;
 use borgstore_ipc::Source;
 use bytes::Bytes;
@@ -18,7 +21,26 @@ pub struct Gather {
 
 command!(Gather -> Bytes,
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.gather(&c.sources, c.namespace.as_deref(), c.deleted).await);
+    need |c| Need::Letters("r", source_names(&c.sources, c.namespace.as_deref(), c.deleted)),
+    apply |c, served| served.open().await?.gather(&c.sources, c.namespace.as_deref(), c.deleted).await,
+    sent |v| v.len() as u64);
+
+/// The names of engine sources as the permission letters see them.
+fn source_names<'a>(sources: &[Source], namespace: Option<&str>, deleted: bool) -> Vec<Cow<'a, str>> {
+    let prefix = namespace.map(|n| n.trim_end_matches('/')).filter(|n| !n.is_empty());
+    let mut names: Vec<Cow<'a, str>> = sources
+        .iter()
+        .map(|s| {
+            let full = match prefix {
+                Some(p) => format!("{p}/{}", s.name),
+                None => s.name.clone(),
+            };
+            Cow::Owned(if deleted { format!("{full}{}", crate::names::DEL_SUFFIX) } else { full })
+        })
+        .collect();
+    names.dedup();
+    names
+}
 
 /// A new item from byte ranges of items; answers the new item's name.
 pub struct Defrag {
@@ -34,4 +56,25 @@ pub struct Defrag {
 
 command!(Defrag -> String,
     access |_| Access::Exclusive,
-    apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await);
+    need |c| {
+        let ns = c.namespace.as_deref().map(|n| n.trim_end_matches('/')).filter(|n| !n.is_empty());
+        let target = match (&c.target, ns) {
+            (DefragName::Given(t), Some(ns)) => format!("{ns}/{t}"),
+            (DefragName::Given(t), None) => t.clone(),
+            (DefragName::Hash(_), Some(ns)) => format!("{ns}/0"),
+            (DefragName::Hash(_), None) => "0".to_string(),
+        };
+        Need::All(vec![
+            ("r", source_names(&c.sources, c.namespace.as_deref(), c.deleted)),
+            ("wW", vec![Cow::Owned(target)]),
+        ])
+    },
+    apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await,
+    audit |c| {
+        let mut names: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        if let DefragName::Given(t) = &c.target {
+            names.push(t);
+        }
+        Audited::new("defrag", &names, None)
+    });

@@ -13,7 +13,11 @@ use crate::backends::value::Value;
 use crate::commands::{items, lifecycle, ranges, Command};
 use crate::limits::Room;
 use crate::store::{DefragName, Lister, MoveAction};
-use borgstore_ipc::protocol::{CacheNamespace, MoveAction as WireMove, Op, Reply, Request, StoreSummary};
+use crate::policy::Who;
+use borgstore_ipc::protocol::{
+    CacheNamespace, MoveAction as WireMove, Op, PrincipalCounters, PurgeReport, Reply, Request, StoreSummary,
+};
+use std::sync::Arc;
 use borgstore_ipc::{Error, ErrorKind, Result};
 use futures::future::BoxFuture;
 
@@ -51,8 +55,8 @@ pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, r
     let Some(entry) = registry.get(&request.store) else {
         return not_here();
     };
-    match entry.decide(&caller) {
-        Ok(_) => {}
+    let principal = match entry.decide(&caller) {
+        Ok(p) => p,
         Err(Refusal::NotServedHere) => return not_here(),
         Err(refusal) => {
             let why = match refusal {
@@ -62,7 +66,7 @@ pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, r
             tracing::warn!(store = %entry.name, uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a client without a grant: {why}");
             return Dispatched::Now(Reply::Err(Error::new(ErrorKind::PermissionDenied, why)));
         }
-    }
+    };
     if matches!(request.op, Op::ConfigureCache { .. }) && peer.uid != crate::config::current_uid() {
         // The cache URL makes the daemon write where it says: only its own user may.
         tracing::warn!(store = %entry.name, uid = peer.uid, "refused a cache configuration from another user");
@@ -71,42 +75,76 @@ pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, r
             "only the daemon's own user may configure a store's cache",
         )));
     }
-    match submit(entry.handle(), request.op, room).await {
+    let who = principal.who(Door::Socket);
+    if matches!(request.op, Op::PrincipalStats) {
+        return Dispatched::Now(principal_stats(entry, &who).await);
+    }
+    match submit(entry.handle(), request.op, room, who).await {
         Ok(dispatched) => dispatched,
         Err(e) => Dispatched::Now(Reply::Err(e)),
     }
 }
 
-/// The command of `op`, submitted; its output becomes the reply.
-async fn submit(store: &StoreHandle, op: Op, room: Room) -> Result<Dispatched> {
+/// The counters per principal of the store: all of them for the daemon's own user,
+/// the caller's own otherwise.
+async fn principal_stats(entry: &crate::actor::StoreEntry, who: &Who) -> Reply {
+    let all = entry.principal_stats().await;
+    let counters = all
+        .into_iter()
+        .filter(|(name, _)| who.profile.owner || *name == who.profile.name)
+        .map(|(principal, s)| PrincipalCounters {
+            principal,
+            calls: s.calls,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            refusals: s.refusals,
+        })
+        .collect();
+    Reply::Principals(counters)
+}
+
+/// The command of `op`, submitted for `who`; its output becomes the reply.
+async fn submit(store: &StoreHandle, op: Op, room: Room, who: Arc<Who>) -> Result<Dispatched> {
     let ok = |()| Reply::Ok;
     let room = Some(room);
+    // A delete the caller's profile quarantines becomes a soft delete kept for the
+    // store's window (borg's own soft delete of such an item too).
+    let quarantined = match &op {
+        Op::Delete { name, deleted: false } | Op::Move { name, action: WireMove::Delete } => {
+            who.profile.quarantines(name).then(|| name.clone())
+        }
+        _ => None,
+    };
+    let submit = Submit { store, room, who };
+    if let Some(name) = quarantined {
+        return submit.later(items::Quarantine { name }, ok).await;
+    }
     Ok(match op {
-        Op::Create => later(store, lifecycle::Create, room, ok).await?,
-        Op::Destroy => later(store, lifecycle::Destroy, room, ok).await?,
-        Op::Open | Op::Close => later(store, lifecycle::Open, room, ok).await?,
-        Op::Stats => later(store, lifecycle::GetStats, room, Reply::Stats).await?,
-        Op::Quota => later(store, lifecycle::GetQuota, room, Reply::Quota).await?,
-        Op::Info { name, deleted } => later(store, items::Info { name, deleted }, room, Reply::Info).await?,
+        Op::Create => submit.later(lifecycle::Create, ok).await?,
+        Op::Destroy => submit.later(lifecycle::Destroy, ok).await?,
+        Op::Open | Op::Close => submit.later(lifecycle::Open, ok).await?,
+        Op::Stats => submit.later(lifecycle::GetStats, Reply::Stats).await?,
+        Op::Quota => submit.later(lifecycle::GetQuota, Reply::Quota).await?,
+        Op::Info { name, deleted } => submit.later(items::Info { name, deleted }, Reply::Info).await?,
         Op::Load { name, offset, size, deleted } => {
             let load = items::Load { name, offset, size, deleted };
-            later(store, load, room, |value| match value {
+            submit.later(load, |value| match value {
                 Value::Bytes(data) => Answer::Reply(Reply::Data(data.into())),
                 Value::File(range) => Answer::File(range),
             })
             .await?
         }
-        Op::Store { name, value } => later(store, items::Store { name, value }, room, ok).await?,
-        Op::Delete { name, deleted } => later(store, items::Delete { name, deleted }, room, ok).await?,
-        Op::Move { name, action } => later(store, items::Move { name, action: move_action(action) }, room, ok).await?,
-        Op::List { name, deleted } => Dispatched::Listing(store.submit(items::List { name, deleted }, room).await?),
+        Op::Store { name, value } => submit.later(items::Store { name, value }, ok).await?,
+        Op::Delete { name, deleted } => submit.later(items::Delete { name, deleted }, ok).await?,
+        Op::Move { name, action } => submit.later(items::Move { name, action: move_action(action) }, ok).await?,
+        Op::List { name, deleted } => Dispatched::Listing(submit.store.submit_as(items::List { name, deleted }, submit.room, submit.who).await?),
         Op::Hash { name, algorithm, deleted } => {
             let hash = items::Hash { name, algorithm: algorithm.parse()?, deleted };
-            later(store, hash, room, Reply::Text).await?
+            submit.later(hash, Reply::Text).await?
         }
         Op::Gather { sources, namespace, deleted } => {
             let gather = ranges::Gather { sources, namespace, deleted };
-            later(store, gather, room, |data| Reply::Data(data.into())).await?
+            submit.later(gather, |data| Reply::Data(data.into())).await?
         }
         Op::Defrag { sources, target, algorithm, namespace, deleted } => {
             let target = match (target, algorithm) {
@@ -114,29 +152,54 @@ async fn submit(store: &StoreHandle, op: Op, room: Room) -> Result<Dispatched> {
                 (None, Some(a)) => DefragName::Hash(a.parse()?),
                 (None, None) => return Err(Error::invalid("defrag needs a target name or a hash algorithm")),
             };
-            later(store, ranges::Defrag { sources, target, namespace, deleted }, room, Reply::Text).await?
+            submit.later(ranges::Defrag { sources, target, namespace, deleted }, Reply::Text).await?
         }
         Op::CacheInvalidate { name, deleted } => {
-            later(store, lifecycle::CacheInvalidate { name, deleted }, room, ok).await?
+            submit.later(lifecycle::CacheInvalidate { name, deleted }, ok).await?
         }
         Op::ConfigureCache { url, namespaces } => {
             let cache = configured_cache(&url, &namespaces)?;
-            later(store, lifecycle::ConfigureCache { cache }, room, ok).await?
+            submit.later(lifecycle::ConfigureCache { cache }, ok).await?
         }
+        Op::Purge => submit
+            .later(lifecycle::Purge, |p| {
+                Reply::Purged(PurgeReport { purged: p.purged, kept: p.kept, gone: p.gone, failed: p.failed })
+            })
+            .await?,
         // Answered before a store was looked up.
         Op::Ping => Dispatched::Now(Reply::Pong),
+        Op::PrincipalStats => Dispatched::Now(Reply::Err(Error::backend("internal: principal stats submitted"))),
         Op::Stores => Dispatched::Now(Reply::Err(Error::backend("internal: stores asked of one store"))),
     })
 }
 
-/// Submit `command`; once it is done, `reply` makes its output the answer.
+/// Where and for whom a request's command goes.
+struct Submit<'a> {
+    store: &'a StoreHandle,
+    room: Option<Room>,
+    who: Arc<Who>,
+}
+
+impl Submit<'_> {
+    /// Submit `command`; once it is done, `reply` makes its output the answer.
+    async fn later<C: Command, A: Into<Answer> + 'static>(
+        self,
+        command: C,
+        reply: fn(C::Output) -> A,
+    ) -> Result<Dispatched> {
+        later(self.store, command, self.room, self.who, reply).await
+    }
+}
+
+/// Submit `command` for `who`; once it is done, `reply` makes its output the answer.
 async fn later<C: Command, A: Into<Answer> + 'static>(
     store: &StoreHandle,
     command: C,
     room: Option<Room>,
+    who: Arc<Who>,
     reply: fn(C::Output) -> A,
 ) -> Result<Dispatched> {
-    let pending = store.submit(command, room).await?;
+    let pending = store.submit_as(command, room, who).await?;
     Ok(Dispatched::Later(Box::pin(async move {
         match pending.await {
             Ok(output) => reply(output).into(),
