@@ -42,6 +42,8 @@ pub struct DaemonConfig {
     pub max_in_flight: u64,
     /// The served stores by name; never empty (the implicit `default` store otherwise).
     pub stores: BTreeMap<String, StoreSettings>,
+    /// Where the daemon keeps its own state (the quarantine ledgers).
+    pub state_dir: PathBuf,
 }
 
 /// Default daemon-wide budget of request bytes in memory: 256 MiB.
@@ -156,8 +158,7 @@ impl StoreSettings {
         use crate::policy::Profile;
         use std::sync::Arc;
         let owner_uid = current_uid();
-        let store_perms =
-            if self.policy_checks_permissions() { self.permissions()? } else { Permissions::all() };
+        let store_perms = if self.policy_checks_permissions() { self.permissions()? } else { Permissions::all() };
         let profile = |label: String, permissions: Permissions, quota: Option<u64>, owner: bool| {
             Arc::new(Profile { name: label, permissions, quota, quarantine_days: self.quarantine_days, owner })
         };
@@ -184,7 +185,10 @@ impl StoreSettings {
                 };
                 let label = r.name.clone().unwrap_or_else(|| r.principal.label());
                 let owner = r.principal == Match::Uid(owner_uid);
-                rules.push(Rule { profile: profile(label, permissions, r.quota, owner), principal: r.principal.clone() });
+                rules.push(Rule {
+                    profile: profile(label, permissions, r.quota, owner),
+                    principal: r.principal.clone(),
+                });
             }
             // The daemon's own uid owns the store's files anyway: it keeps full rights
             // unless a rule above says otherwise for it.
@@ -245,6 +249,7 @@ struct FileConfig {
     rest_metrics: Option<bool>,
     max_frame: Option<u32>,
     max_in_flight: Option<u64>,
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     stores: BTreeMap<String, FileStore>,
 }
@@ -255,7 +260,7 @@ struct FileStore {
     url: String,
     cache_url: Option<String>,
     quota: Option<u64>,
-    permissions: Option<BTreeMap<String, String>>,
+    permissions: Option<FilePermissions>,
     #[serde(default)]
     allow_uids: Vec<u32>,
     #[serde(default)]
@@ -485,6 +490,20 @@ pub fn default_store_path() -> PathBuf {
     data.join("borgstore/default")
 }
 
+/// Where the daemon keeps its own state by default: `$XDG_STATE_HOME/borgstore`,
+/// `~/.local/state/borgstore`, or `/var/lib/borgstore/state` for root.
+pub fn default_state_dir() -> PathBuf {
+    if current_uid() == 0 {
+        return PathBuf::from("/var/lib/borgstore/state");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("borgstore")
+}
+
 /// Percent-encode a local path into a `file://` URL.
 pub fn file_url(path: &Path) -> String {
     const KEEP: &percent_encoding::AsciiSet =
@@ -547,6 +566,7 @@ impl DaemonConfig {
                 Some(list) => doors(list, &format!("store {name}: serve_on"))?,
                 None => Door::ALL.into_iter().collect(),
             };
+            let permissions = s.permissions.map(|p| permission_map(p, &format!("store {name}"))).transpose()?;
             let rules = s
                 .rules
                 .into_iter()
@@ -568,7 +588,7 @@ impl DaemonConfig {
                     url: s.url,
                     namespaces,
                     quota: s.quota,
-                    permissions: s.permissions,
+                    permissions,
                     allow_uids: s.allow_uids,
                     allow_gids: s.allow_gids,
                     create: s.create,
@@ -740,6 +760,7 @@ impl DaemonConfig {
             rest_metrics: flags.rest_metrics || file.rest_metrics.unwrap_or(false),
             max_in_flight,
             stores,
+            state_dir: file.state_dir.unwrap_or_else(default_state_dir),
         })
     }
 }

@@ -140,8 +140,19 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
-    /// Show the store's operation statistics.
+    /// Show the store's operation statistics (--by-principal: per principal instead).
     Stats {
+        /// Counters per principal (calls, bytes in/out, refusals): every principal's for
+        /// the daemon's own user, your own for anyone else.
+        #[arg(long)]
+        by_principal: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Delete for good the items of the store's delete quarantine (deletes by principals
+    /// without D, kept for quarantine_days) whose window has passed. The daemon also
+    /// does this by itself every hour. Needs D at the store's root.
+    Purge {
         #[command(flatten)]
         json: Json,
     },
@@ -349,7 +360,45 @@ async fn run(client: &Client, command: Command) -> Result<(), Error> {
             }
             .map_err(io_err)?;
         }
-        Command::Stats { json } => {
+        Command::Stats { by_principal: true, json } => {
+            let counters = client.principal_stats().await?;
+            if json.json {
+                let list: Vec<serde_json::Value> = counters
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({"principal": c.principal, "calls": c.calls, "bytes_in": c.bytes_in,
+                            "bytes_out": c.bytes_out, "refusals": c.refusals})
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list)).map_err(io_err)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24} {:>10} {:>14} {:>14} {:>9}",
+                    "principal", "calls", "bytes_in", "bytes_out", "refusals"
+                )
+                .map_err(io_err)?;
+                for c in &counters {
+                    writeln!(
+                        out,
+                        "{:<24} {:>10} {:>14} {:>14} {:>9}",
+                        c.principal, c.calls, c.bytes_in, c.bytes_out, c.refusals
+                    )
+                    .map_err(io_err)?;
+                }
+            }
+        }
+        Command::Purge { json } => {
+            let p = client.purge().await?;
+            if json.json {
+                let v = serde_json::json!({"purged": p.purged, "kept": p.kept, "gone": p.gone, "failed": p.failed});
+                writeln!(out, "{v}")
+            } else {
+                writeln!(out, "purged: {}\nkept: {}\ngone: {}\nfailed: {}", p.purged, p.kept, p.gone, p.failed)
+            }
+            .map_err(io_err)?;
+        }
+        Command::Stats { by_principal: false, json } => {
             let st = client.stats().await?;
             if json.json {
                 let map: serde_json::Map<String, serde_json::Value> =

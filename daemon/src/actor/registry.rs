@@ -85,7 +85,7 @@ impl Registry {
         let mut stores = BTreeMap::new();
         let arbiter = Arbiter::new().handle();
         for (name, settings) in &config.stores {
-            let entry = Self::start_store(name, settings, &arbiter)
+            let entry = Self::start_store(name, settings, &config.state_dir, &arbiter)
                 .await
                 .map_err(|e| Error::new(e.kind, format!("store {name}: {}", e.message)))?;
             stores.insert(name.clone(), entry);
@@ -117,7 +117,12 @@ impl Registry {
         self.arbiter.spawn(task)
     }
 
-    async fn start_store(name: &str, settings: &StoreSettings, arbiter: &ArbiterHandle) -> Result<StoreEntry> {
+    async fn start_store(
+        name: &str,
+        settings: &StoreSettings,
+        state_dir: &std::path::Path,
+        arbiter: &ArbiterHandle,
+    ) -> Result<StoreEntry> {
         let options = BackendOptions {
             posixfs: PosixFsOptions {
                 permissions: settings.backend_permissions()?,
@@ -156,7 +161,9 @@ impl Registry {
         };
         let own_thread = (!settings.url.starts_with("file:")).then(|| Arbiter::new().handle());
         let thread = own_thread.as_ref().unwrap_or(arbiter);
-        let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(Served::new(store, opened)));
+        let served = Served::new(store, opened);
+        served.set_quarantine(quarantine_of(name, settings, state_dir));
+        let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(served));
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
@@ -197,4 +204,15 @@ impl Registry {
         self.arbiter.stop();
         results
     }
+}
+
+/// The delete quarantine a store's settings ask for, its ledger in the state directory.
+fn quarantine_of(
+    name: &str,
+    settings: &StoreSettings,
+    state_dir: &std::path::Path,
+) -> Option<std::sync::Arc<crate::policy::quarantine::Quarantine>> {
+    let days = settings.quarantine_days?;
+    let ledger = state_dir.join("quarantine").join(format!("{name}.jsonl"));
+    Some(std::sync::Arc::new(crate::policy::quarantine::Quarantine::new(days, ledger)))
 }

@@ -12,8 +12,8 @@
 use super::ordering::{Access, Scheduler};
 use super::Served;
 use crate::commands::Command;
-use crate::policy::{admit, Who};
 use crate::limits::Room;
+use crate::policy::{admit, Who};
 use actix::prelude::*;
 use borgstore_ipc::{Error, Result};
 use futures::future::BoxFuture;
@@ -85,6 +85,13 @@ pub struct StoreActor {
     sweeping: bool,
 }
 
+/// How often quarantined items past their window are purged (see
+/// [`crate::policy::quarantine`]); tests shorten it with [`PURGE_INTERVAL_ENV`].
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A testing hook: the purge interval in milliseconds.
+pub const PURGE_INTERVAL_ENV: &str = "BORGSTORED_TEST_PURGE_INTERVAL_MS";
+
 /// How often expired cache items are looked for.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -119,6 +126,30 @@ impl Actor for StoreActor {
             act.sweeping = true;
             let served = act.served.clone();
             ctx.spawn(async move { served.cache_sweep().await }.into_actor(act).map(|_, act, _| act.sweeping = false));
+        });
+        // The background purge runs as a command, ordered like any other (alone), so
+        // it never races a quarantined delete writing the ledger.
+        let every = std::env::var(PURGE_INTERVAL_ENV)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(PURGE_INTERVAL);
+        ctx.run_interval(every, |act, ctx| {
+            if act.served.quarantine_of().is_none() {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            ctx.notify(Call::new(crate::commands::lifecycle::Purge, tx, None, Who::internal()));
+            actix::spawn(async move {
+                match rx.await {
+                    Ok(Ok(p)) if p.purged + p.failed > 0 => {
+                        tracing::info!(purged = p.purged, failed = p.failed, kept = p.kept, "purged quarantined items")
+                    }
+                    Ok(Err(e)) => tracing::warn!("purging the quarantine failed: {}", e.message),
+                    _ => {}
+                }
+            });
         });
     }
 }

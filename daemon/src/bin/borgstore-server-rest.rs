@@ -171,6 +171,7 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         rest_metrics: false,
         max_in_flight: args.max_in_flight,
         stores: BTreeMap::from([("rest".to_string(), store)]),
+        state_dir: borgstore_daemon::config::default_state_dir(),
     })
 }
 

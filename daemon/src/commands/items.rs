@@ -2,10 +2,10 @@
 //! soft-deleted item). Each is ordered with everything else on that item.
 
 use super::{item, Audited};
-use crate::policy::{Item, Need};
 use crate::actor::ordering::Access;
 use crate::backends::value::Value;
 use crate::hashing::HashAlgorithm;
+use crate::policy::{Item, Need};
 use crate::store::{Lister, MoveAction};
 use borgstore_ipc::ItemInfo;
 use bytes::Bytes;

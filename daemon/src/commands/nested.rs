@@ -7,12 +7,12 @@
 
 use super::Audited;
 use crate::actor::ordering::Access;
-use crate::policy::{Item, Need};
 use crate::backends::body::Body;
 use crate::backends::value::Value;
 use crate::backends::DefragTarget;
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::item_of;
+use crate::policy::{Item, Need};
 use borgstore_ipc::{ItemInfo, Quota, Source};
 use bytes::Bytes;
 

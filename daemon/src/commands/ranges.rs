@@ -4,10 +4,10 @@
 use super::Audited;
 use crate::actor::ordering::Access;
 use crate::policy::Need;
-use std::borrow::Cow;
 use crate::store::DefragName;
 use borgstore_ipc::Source;
 use bytes::Bytes;
+use std::borrow::Cow;
 
 /// The bytes of many ranges, concatenated in order.
 pub struct Gather {
@@ -55,26 +55,26 @@ pub struct Defrag {
 }
 
 command!(Defrag -> String,
-    access |_| Access::Exclusive,
-    need |c| {
-        let ns = c.namespace.as_deref().map(|n| n.trim_end_matches('/')).filter(|n| !n.is_empty());
-        let target = match (&c.target, ns) {
-            (DefragName::Given(t), Some(ns)) => format!("{ns}/{t}"),
-            (DefragName::Given(t), None) => t.clone(),
-            (DefragName::Hash(_), Some(ns)) => format!("{ns}/0"),
-            (DefragName::Hash(_), None) => "0".to_string(),
-        };
-        Need::All(vec![
-            ("r", source_names(&c.sources, c.namespace.as_deref(), c.deleted)),
-            ("wW", vec![Cow::Owned(target)]),
-        ])
-    },
-    apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await,
-    audit |c| {
-        let mut names: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
-        names.dedup();
-        if let DefragName::Given(t) = &c.target {
-            names.push(t);
-        }
-        Audited::new("defrag", &names, None)
-    });
+access |_| Access::Exclusive,
+need |c| {
+    let ns = c.namespace.as_deref().map(|n| n.trim_end_matches('/')).filter(|n| !n.is_empty());
+    let target = match (&c.target, ns) {
+        (DefragName::Given(t), Some(ns)) => format!("{ns}/{t}"),
+        (DefragName::Given(t), None) => t.clone(),
+        (DefragName::Hash(_), Some(ns)) => format!("{ns}/0"),
+        (DefragName::Hash(_), None) => "0".to_string(),
+    };
+    Need::All(vec![
+        ("r", source_names(&c.sources, c.namespace.as_deref(), c.deleted)),
+        ("wW", vec![Cow::Owned(target)]),
+    ])
+},
+apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await,
+audit |c| {
+    let mut names: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    if let DefragName::Given(t) = &c.target {
+        names.push(t);
+    }
+    Audited::new("defrag", &names, None)
+});

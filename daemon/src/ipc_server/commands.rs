@@ -12,14 +12,14 @@ use crate::actor::{Pending, Registry, StoreHandle};
 use crate::backends::value::Value;
 use crate::commands::{items, lifecycle, ranges, Command};
 use crate::limits::Room;
-use crate::store::{DefragName, Lister, MoveAction};
 use crate::policy::Who;
+use crate::store::{DefragName, Lister, MoveAction};
 use borgstore_ipc::protocol::{
     CacheNamespace, MoveAction as WireMove, Op, PrincipalCounters, PurgeReport, Reply, Request, StoreSummary,
 };
-use std::sync::Arc;
 use borgstore_ipc::{Error, ErrorKind, Result};
 use futures::future::BoxFuture;
+use std::sync::Arc;
 
 /// What a request turns into.
 pub enum Dispatched {
@@ -128,16 +128,19 @@ async fn submit(store: &StoreHandle, op: Op, room: Room, who: Arc<Who>) -> Resul
         Op::Info { name, deleted } => submit.later(items::Info { name, deleted }, Reply::Info).await?,
         Op::Load { name, offset, size, deleted } => {
             let load = items::Load { name, offset, size, deleted };
-            submit.later(load, |value| match value {
-                Value::Bytes(data) => Answer::Reply(Reply::Data(data.into())),
-                Value::File(range) => Answer::File(range),
-            })
-            .await?
+            submit
+                .later(load, |value| match value {
+                    Value::Bytes(data) => Answer::Reply(Reply::Data(data.into())),
+                    Value::File(range) => Answer::File(range),
+                })
+                .await?
         }
         Op::Store { name, value } => submit.later(items::Store { name, value }, ok).await?,
         Op::Delete { name, deleted } => submit.later(items::Delete { name, deleted }, ok).await?,
         Op::Move { name, action } => submit.later(items::Move { name, action: move_action(action) }, ok).await?,
-        Op::List { name, deleted } => Dispatched::Listing(submit.store.submit_as(items::List { name, deleted }, submit.room, submit.who).await?),
+        Op::List { name, deleted } => {
+            Dispatched::Listing(submit.store.submit_as(items::List { name, deleted }, submit.room, submit.who).await?)
+        }
         Op::Hash { name, algorithm, deleted } => {
             let hash = items::Hash { name, algorithm: algorithm.parse()?, deleted };
             submit.later(hash, Reply::Text).await?
@@ -154,18 +157,18 @@ async fn submit(store: &StoreHandle, op: Op, room: Room, who: Arc<Who>) -> Resul
             };
             submit.later(ranges::Defrag { sources, target, namespace, deleted }, Reply::Text).await?
         }
-        Op::CacheInvalidate { name, deleted } => {
-            submit.later(lifecycle::CacheInvalidate { name, deleted }, ok).await?
-        }
+        Op::CacheInvalidate { name, deleted } => submit.later(lifecycle::CacheInvalidate { name, deleted }, ok).await?,
         Op::ConfigureCache { url, namespaces } => {
             let cache = configured_cache(&url, &namespaces)?;
             submit.later(lifecycle::ConfigureCache { cache }, ok).await?
         }
-        Op::Purge => submit
-            .later(lifecycle::Purge, |p| {
-                Reply::Purged(PurgeReport { purged: p.purged, kept: p.kept, gone: p.gone, failed: p.failed })
-            })
-            .await?,
+        Op::Purge => {
+            submit
+                .later(lifecycle::Purge, |p| {
+                    Reply::Purged(PurgeReport { purged: p.purged, kept: p.kept, gone: p.gone, failed: p.failed })
+                })
+                .await?
+        }
         // Answered before a store was looked up.
         Op::Ping => Dispatched::Now(Reply::Pong),
         Op::PrincipalStats => Dispatched::Now(Reply::Err(Error::backend("internal: principal stats submitted"))),

@@ -30,7 +30,13 @@ pub struct Profile {
 impl Profile {
     /// Everything allowed, nothing quarantined: the daemon's own uid and in-process use.
     pub fn full(name: &str) -> Profile {
-        Profile { name: name.to_string(), permissions: Permissions::all(), quota: None, quarantine_days: None, owner: true }
+        Profile {
+            name: name.to_string(),
+            permissions: Permissions::all(),
+            quota: None,
+            quarantine_days: None,
+            owner: true,
+        }
     }
 
     /// Does this profile restrict anything at all (so admission has work to do)?

@@ -99,21 +99,10 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let caller =
         Caller { door: conn.door, peer: conn.peer.as_ref(), authorization, client_cert: conn.client_cert.as_deref() };
-    if let Err(refusal) = entry.decide(&caller) {
-        let uid = conn.peer.as_ref().map(|p| p.uid);
-        let response = match refusal {
-            Refusal::Unauthenticated => {
-                tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: bad or missing credentials");
-                HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, CHALLENGE)).body("Unauthorized")
-            }
-            Refusal::NotGranted(why) => {
-                tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: {why}");
-                text(StatusCode::FORBIDDEN, &why)
-            }
-            Refusal::NotServedHere => no_such_store(),
-        };
-        return response;
-    }
+    let principal = match entry.decide(&caller) {
+        Ok(p) => p,
+        Err(refusal) => return refused(refusal, entry, &conn, req),
+    };
     // "/" and "" address the root; one leading slash and one trailing slash (the list
     // marker) belong to the protocol, anything else is part of the name and validated.
     // As Python's server: the name is the path without any leading or trailing slashes,
@@ -134,7 +123,8 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
         }
         Err(_) => return text(StatusCode::BAD_REQUEST, "malformed query string"),
     }
-    let request = Request { http: req, entry, app, name, listing, query: &query };
+    let who = principal.who(conn.door);
+    let request = Request { http: req, entry, app, name, listing, query: &query, who };
     let result = match Route::parse(&request) {
         Ok(route) => route.apply(&request, payload).await,
         Err(e) => Err(e),
@@ -151,6 +141,23 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
             text(code, &status::message(e.kind, &e.message))
         }
     }
+}
+
+/// The answer to a caller the access decision turned away.
+fn refused(refusal: Refusal, entry: &crate::actor::StoreEntry, conn: &Connection, req: &HttpRequest) -> HttpResponse {
+    let uid = conn.peer.as_ref().map(|p| p.uid);
+    let response = match refusal {
+        Refusal::Unauthenticated => {
+            tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: bad or missing credentials");
+            HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, CHALLENGE)).body("Unauthorized")
+        }
+        Refusal::NotGranted(why) => {
+            tracing::warn!(store = %entry.name, door = %conn.door, uid, method = %req.method(), "REST request refused: {why}");
+            text(StatusCode::FORBIDDEN, &why)
+        }
+        Refusal::NotServedHere => no_such_store(),
+    };
+    response
 }
 
 fn no_such_store() -> HttpResponse {

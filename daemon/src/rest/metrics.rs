@@ -9,10 +9,16 @@
 //! `borgstore_load_calls{store="main"} 12`; bools are 0/1. Keys ending in `_calls`,
 //! `_volume`, `_time`, `_hits`, `_misses` or `_errors` only grow and are typed
 //! `counter`, everything else `gauge`. Metrics are sorted by name, then store.
+//!
+//! Per principal, four counters carry a second label, the rule's label:
+//! `borgstore_principal_calls{store="main",principal="uid:1001"}`, `_bytes_in`,
+//! `_bytes_out` and `_refusals`. Labels come from the configured rules only, so
+//! clients cannot make the output grow.
 
 use super::RestApp;
 use crate::actor::registry::Registry;
 use crate::commands::lifecycle::GetStats;
+use crate::policy::principals::PrincipalStats;
 use actix_web::http::{header, Method};
 use actix_web::{HttpRequest, HttpResponse};
 use borgstore_ipc::{StatValue, Stats};
@@ -37,7 +43,13 @@ pub async fn respond(req: &HttpRequest, app: &RestApp) -> HttpResponse {
         return HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "GET")).finish();
     }
     let stores = collect(&app.registry).await;
-    HttpResponse::Ok().content_type(CONTENT_TYPE).body(render(&stores))
+    let mut principals = Vec::new();
+    for entry in app.registry.entries() {
+        principals.push((entry.name.clone(), entry.principal_stats().await));
+    }
+    let mut text = render(&stores);
+    text.push_str(&render_principals(&principals));
+    HttpResponse::Ok().content_type(CONTENT_TYPE).body(text)
 }
 
 /// The stats of every store, in store order, through each store's actor. A store whose
@@ -110,6 +122,35 @@ pub fn render(stores: &[(String, Stats)]) -> String {
         let _ = writeln!(out, "# TYPE {name} {}", metric_type(name));
         for (store, value) in samples {
             let _ = writeln!(out, "{name}{{store=\"{}\"}} {}", escape_label(store), sample(*value));
+        }
+    }
+    out
+}
+
+/// The per-principal counters of every store.
+pub fn render_principals(stores: &[(String, BTreeMap<String, PrincipalStats>)]) -> String {
+    let mut out = String::new();
+    let metrics: [(&str, fn(&PrincipalStats) -> u64); 4] = [
+        ("calls", |s| s.calls),
+        ("bytes_in", |s| s.bytes_in),
+        ("bytes_out", |s| s.bytes_out),
+        ("refusals", |s| s.refusals),
+    ];
+    for (suffix, value) in metrics {
+        if stores.iter().all(|(_, p)| p.is_empty()) {
+            break;
+        }
+        let _ = writeln!(out, "# TYPE {PREFIX}principal_{suffix} counter");
+        for (store, principals) in stores {
+            for (principal, stats) in principals {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}principal_{suffix}{{store=\"{}\",principal=\"{}\"}} {}",
+                    escape_label(store),
+                    escape_label(principal),
+                    value(stats)
+                );
+            }
         }
     }
     out

@@ -15,16 +15,20 @@ use super::handlers::ok;
 use super::sources::sources;
 use super::{range, RestApp};
 use crate::actor::registry::StoreEntry;
+use crate::actor::StoreHandle;
 use crate::backends::body::{Body, BodyStream, STREAM_ABOVE};
 use crate::backends::value::Value;
 use crate::backends::DefragTarget;
 use crate::commands::{lifecycle, nested};
 use crate::limits::Reservation;
+use crate::names::DEL_SUFFIX;
+use crate::policy::Who;
 use actix_web::body::SizedStream;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use borgstore_ipc::{Error, ItemInfo, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A request's answer when a body check turned it away early.
 macro_rules! early {
@@ -50,6 +54,20 @@ pub struct Request<'a> {
     pub listing: bool,
     /// Query parameters (of a repeated one, the first).
     pub query: &'a HashMap<String, String>,
+    /// The caller, as the access decision named it, with its profile.
+    pub who: Arc<Who>,
+}
+
+/// The store's actor, running commands for the request's caller.
+struct As<'a> {
+    handle: &'a StoreHandle,
+    who: &'a Arc<Who>,
+}
+
+impl As<'_> {
+    async fn run<C: crate::commands::Command>(&self, command: C) -> Result<C::Output> {
+        self.handle.run_as(command, self.who.clone()).await
+    }
 }
 
 impl Request<'_> {
@@ -163,12 +181,21 @@ impl Route {
     /// Run the route's command and make its answer. Refusals about the body (length,
     /// budget) are answers too (`Ok`), with their own status.
     pub async fn apply(self, r: &Request<'_>, payload: &mut web::Payload) -> Result<HttpResponse> {
-        let store = r.entry.handle();
+        let store = As { handle: r.entry.handle(), who: &r.who };
+        let profile = &r.who.profile;
         match self {
             Route::Create => store.run(lifecycle::Create).await.map(|()| ok()),
             Route::Destroy => store.run(lifecycle::Destroy).await.map(|()| ok()),
             Route::Mkdir(c) => store.run(c).await.map(|()| ok()),
             Route::Rmdir(c) => store.run(c).await.map(|()| ok()),
+            // A delete the caller's profile quarantines (borg's own soft delete of such
+            // an item too) becomes a soft delete kept for the store's window.
+            Route::Move(c) if c.new.strip_suffix(DEL_SUFFIX) == Some(&c.current) && profile.quarantines(&c.current) => {
+                store.run(nested::Quarantine { name: c.current }).await.map(|()| ok())
+            }
+            Route::Delete(c) if profile.quarantines(&c.name) => {
+                store.run(nested::Quarantine { name: c.name }).await.map(|()| ok())
+            }
             Route::Move(c) => store.run(c).await.map(|()| ok()),
             Route::Delete(c) => store.run(c).await.map(|()| ok()),
             Route::Hash(c) => {
@@ -258,14 +285,14 @@ fn defrag_target(r: &Request) -> Result<DefragTarget> {
 /// whole, which saves two trips between threads; otherwise the store asks for the body
 /// only once it has decided to take it.
 async fn upload(r: &Request<'_>, payload: &mut web::Payload, name: String) -> Result<HttpResponse> {
-    let store = r.entry.handle();
+    let store = As { handle: r.entry.handle(), who: &r.who };
     let len = early!(body_length(r.http, r.app.max_body));
     let whole = len <= STREAM_ABOVE || !r.entry.streams_uploads;
     let _held = if whole { early!(reserve(r.app, len).await) } else { Reservation::none() };
     let expected =
         r.http.headers().get("x-content-hash-sha256").map(|v| v.as_bytes().to_vec()).filter(|v| !v.is_empty());
     let (tx, stream) = BodyStream::channel(len);
-    let (pumped, stored) = if whole && !r.entry.admits_conditionally {
+    let (pumped, stored) = if whole && !r.entry.admits_conditionally && !r.who.profile.restricts() {
         let (pumped, value) = futures::join!(pump(payload, tx, expected), stream.collect());
         match value {
             Ok(v) if pumped == Pumped::Done => (pumped, store.run(nested::Store { name, value: Body::Full(v) }).await),
