@@ -107,6 +107,9 @@ pub struct RuleSettings {
     pub permissions: Option<BTreeMap<String, String>>,
     /// Its quota share: its writes are refused once the store would hold more.
     pub quota: Option<u64>,
+    /// Its deletes without `D` are quarantined when the store has `quarantine_days`
+    /// (default); false: refused.
+    pub quarantine: bool,
 }
 
 impl StoreSettings {
@@ -162,6 +165,7 @@ impl StoreSettings {
         let profile = |label: String, permissions: Permissions, quota: Option<u64>, owner: bool| {
             Arc::new(Profile { name: label, permissions, quota, quarantine_days: self.quarantine_days, owner })
         };
+        let unquarantined = |p: Arc<Profile>| Arc::new(Profile { quarantine_days: None, ..(*p).clone() });
         let credentials = Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref());
         let mut rules = Vec::new();
         if self.rules.is_empty() {
@@ -185,10 +189,11 @@ impl StoreSettings {
                 };
                 let label = r.name.clone().unwrap_or_else(|| r.principal.label());
                 let owner = r.principal == Match::Uid(owner_uid);
-                rules.push(Rule {
-                    profile: profile(label, permissions, r.quota, owner),
-                    principal: r.principal.clone(),
-                });
+                let mut p = profile(label, permissions, r.quota, owner);
+                if !r.quarantine {
+                    p = unquarantined(p);
+                }
+                rules.push(Rule { profile: p, principal: r.principal.clone() });
             }
             // The daemon's own uid owns the store's files anyway: it keeps full rights
             // unless a rule above says otherwise for it.
@@ -292,6 +297,7 @@ struct FileRule {
     default: Option<bool>,
     permissions: Option<FilePermissions>,
     quota: Option<u64>,
+    quarantine: Option<bool>,
 }
 
 /// Permission letters: a borg mode (`no-delete`, `borgbackup-read-only`, ...), letters
@@ -347,7 +353,13 @@ impl FileRule {
             }
         }
         let permissions = self.permissions.map(|p| permission_map(p, what)).transpose()?;
-        Ok(RuleSettings { name: self.name, principal, permissions, quota: self.quota })
+        Ok(RuleSettings {
+            name: self.name,
+            principal,
+            permissions,
+            quota: self.quota,
+            quarantine: self.quarantine.unwrap_or(true),
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 //!   on a real backend (a temp directory for posixfs; real servers on loopback for the
 //!   remote backends as they arrive).
 //! - [`daemon`]: a real `borgstored` process on a temp socket.
+//! - [`callers`]: the CLI and curl run as other local users against a daemon.
 //! - [`memory`]: a server process's resident size and its peak, for memory-bound tests.
 //! - [`nginx`]: a real nginx on a spare port with a config the test writes.
 //! - [`rest`]: REST servers (ours and Python's) on spare ports, and a raw HTTP client.
@@ -20,6 +21,7 @@
 //!
 //! [`Backend`]: borgstore_daemon::Backend
 
+pub mod callers;
 pub mod conformance;
 pub mod daemon;
 pub mod differential;

@@ -31,26 +31,37 @@ fn run(cmd: &mut Command) {
 /// The second user, created (with its supplementary group) when missing.
 pub fn second_user() -> Account {
     static ACCOUNT: OnceLock<Account> = OnceLock::new();
-    *ACCOUNT.get_or_init(|| {
-        assert!(
-            nix::unistd::getuid().is_root(),
-            "access tests create the local user {USER} and run clients as it: run them as root (tests/run and CI do)"
-        );
-        if nix::unistd::Group::from_name(GROUP).ok().flatten().is_none() {
-            // Another test binary may be creating it right now: tolerate "exists".
-            let _ = Command::new("groupadd").args(["--system", GROUP]).output();
-        }
-        if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-            let _ = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--groups", GROUP, USER])
-                .output();
-        }
-        run(Command::new("usermod").args(["--append", "--groups", GROUP, USER]));
-        let user = nix::unistd::User::from_name(USER).ok().flatten().unwrap_or_else(|| panic!("user {USER} missing"));
-        let group =
-            nix::unistd::Group::from_name(GROUP).ok().flatten().unwrap_or_else(|| panic!("group {GROUP} missing"));
-        Account { uid: user.uid.as_raw(), gid: user.gid.as_raw(), extra_gid: group.gid.as_raw() }
-    })
+    *ACCOUNT.get_or_init(|| account(USER, GROUP))
+}
+
+/// A third local user (for two users besides the daemon's own), in [`GROUP`] too.
+pub const USER3: &str = "borgstore-t3";
+
+/// The third user, created (with the supplementary group) when missing.
+pub fn third_user() -> Account {
+    static ACCOUNT: OnceLock<Account> = OnceLock::new();
+    *ACCOUNT.get_or_init(|| account(USER3, GROUP))
+}
+
+/// The account `user`, created when missing, with `group` as a supplementary group.
+fn account(user: &str, group: &str) -> Account {
+    assert!(
+        nix::unistd::getuid().is_root(),
+        "access tests create the local user {user} and run clients as it: run them as root (tests/run and CI do)"
+    );
+    if nix::unistd::Group::from_name(group).ok().flatten().is_none() {
+        // Another test binary may be creating it right now: tolerate "exists".
+        let _ = Command::new("groupadd").args(["--system", group]).output();
+    }
+    if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--groups", group, user])
+            .output();
+    }
+    run(Command::new("usermod").args(["--append", "--groups", group, user]));
+    let found = nix::unistd::User::from_name(user).ok().flatten().unwrap_or_else(|| panic!("user {user} missing"));
+    let g = nix::unistd::Group::from_name(group).ok().flatten().unwrap_or_else(|| panic!("group {group} missing"));
+    Account { uid: found.uid.as_raw(), gid: found.gid.as_raw(), extra_gid: g.gid.as_raw() }
 }
 
 /// Make `cmd` run as `account` with its real group list (primary and supplementary).

@@ -121,9 +121,9 @@ pub async fn admit(need: &Need<'_>, who: &Who, served: &Served) -> Result<()> {
             perms.check(&from.letters_name(), "D")?;
             may_write(who, served, to).await
         }
-        Need::Quarantine(item) => match profile.quarantine_days {
-            Some(_) => Ok(()),
-            None => perms.check(&item.letters_name(), "D"),
+        Need::Quarantine(item) => match profile.quarantines(&item.letters_name()) {
+            true => Ok(()),
+            false => perms.check(&item.letters_name(), "D"),
         },
     }
 }

@@ -49,9 +49,11 @@ impl Profile {
         self.permissions.check(name, "D").is_ok()
     }
 
-    /// Does a delete of `name` by this profile become a quarantined soft delete?
+    /// Does a delete of `name` by this profile become a quarantined soft delete? Only
+    /// where it may write but not delete: a read-only principal deletes nothing, not
+    /// even softly.
     pub fn quarantines(&self, name: &str) -> bool {
-        self.quarantine_days.is_some() && !self.may_delete(name)
+        self.quarantine_days.is_some() && !self.may_delete(name) && self.permissions.check(name, "wW").is_ok()
     }
 }
 
