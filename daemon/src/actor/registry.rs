@@ -35,8 +35,10 @@ pub struct StoreEntry {
     pub name: String,
     /// Its configuration, as the daemon started it.
     pub settings: StoreSettings,
-    /// Who may use it, through which door.
-    pub grants: Grants,
+    /// Who may use it, through which door, with which profile (replaced on a reload).
+    grants: arc_swap::ArcSwap<Grants>,
+    /// The store as its actor serves it (for reloads: its quarantine).
+    served: std::sync::Arc<Served>,
     /// Its backend writes large uploads as they arrive (see [`crate::backends::body`]).
     pub streams_uploads: bool,
     /// Its backend may refuse a value depending on the item (permissions, quota).
@@ -49,7 +51,12 @@ pub struct StoreEntry {
 impl StoreEntry {
     /// The one access decision (see [`crate::access`]).
     pub fn decide(&self, caller: &Caller<'_>) -> std::result::Result<Principal, Refusal> {
-        self.grants.decide(caller)
+        self.grants.load().decide(caller)
+    }
+
+    /// Who may use it now.
+    pub fn grants(&self) -> std::sync::Arc<Grants> {
+        self.grants.load_full()
     }
 
     /// The URL scheme (what clients may see of the URL; the path stays private).
@@ -107,8 +114,8 @@ impl Registry {
     pub fn describe(&self, door: Door) -> Vec<String> {
         self.stores
             .values()
-            .filter(|e| e.grants.serve_on.contains(&door))
-            .map(|e| format!("{} ({})", e.name, e.grants.describe(door)))
+            .filter(|e| e.grants().serve_on.contains(&door))
+            .map(|e| format!("{} ({})", e.name, e.grants().describe(door)))
             .collect()
     }
 
@@ -161,18 +168,54 @@ impl Registry {
         };
         let own_thread = (!settings.url.starts_with("file:")).then(|| Arbiter::new().handle());
         let thread = own_thread.as_ref().unwrap_or(arbiter);
-        let served = Served::new(store, opened);
+        let served = std::sync::Arc::new(Served::new(store, opened));
         served.set_quarantine(quarantine_of(name, settings, state_dir));
-        let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(served));
+        let for_actor = served.clone();
+        let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(for_actor));
         Ok(StoreEntry {
             name: name.to_string(),
             settings: settings.clone(),
-            grants: settings.grants(name)?,
+            grants: arc_swap::ArcSwap::from_pointee(settings.grants(name)?),
+            served,
             streams_uploads,
             admits_conditionally,
             handle: StoreHandle::new(name, addr),
             own_thread,
         })
+    }
+
+    /// Apply a new configuration to the running stores without dropping a connection:
+    /// each store keeps its backend and actor and gets the new rules, credentials,
+    /// doors and quarantine. What a reload cannot change (a store added, removed or
+    /// moved to another URL, the listeners) is returned as notes for the log; the old
+    /// setting stays. Nothing changes when the new configuration has an error.
+    pub fn reload(&self, config: &DaemonConfig) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let mut next = Vec::new();
+        for (name, settings) in &config.stores {
+            let Some(entry) = self.stores.get(name) else {
+                notes.push(format!("store {name} is new: it is served after a restart"));
+                continue;
+            };
+            if settings.url != entry.settings.url {
+                notes.push(format!("store {name} has a new URL: it takes effect after a restart"));
+                continue;
+            }
+            if settings.backend_permissions()? != entry.settings.backend_permissions()?
+                || settings.quota != entry.settings.quota
+            {
+                notes.push(format!("store {name}: its backend's own permissions or quota change only with a restart"));
+            }
+            next.push((entry, settings.grants(name)?, quarantine_of(name, settings, &config.state_dir)));
+        }
+        for name in self.stores.keys().filter(|n| !config.stores.contains_key(*n)) {
+            notes.push(format!("store {name} is gone from the configuration: it is served until a restart"));
+        }
+        for (entry, grants, quarantine) in next {
+            entry.grants.store(std::sync::Arc::new(grants));
+            entry.served.set_quarantine(quarantine);
+        }
+        Ok(notes)
     }
 
     /// The store named `name`; None when no such store is served (whoever asks).

@@ -97,8 +97,8 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StoreActor {
     /// An actor serving `served`.
-    pub fn new(served: Served) -> Self {
-        StoreActor { served: Arc::new(served), scheduler: Scheduler::default(), sweeping: false }
+    pub fn new(served: Arc<Served>) -> Self {
+        StoreActor { served, scheduler: Scheduler::default(), sweeping: false }
     }
 
     fn start(&mut self, access: Access, call: Call, ctx: &mut Context<Self>) {
