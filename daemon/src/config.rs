@@ -37,6 +37,13 @@ pub struct DaemonConfig {
     pub rest_max_body: u64,
     /// Serve `GET /-/metrics` (Prometheus text, no auth) on the REST listeners.
     pub rest_metrics: bool,
+    /// TLS on the `rest` TCP listener: PEM certificate chain, its key, and the CA bundle
+    /// client certificates must chain to (checked and loaded by `rest::tls`).
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
     /// Request bytes held in memory at once, daemon-wide (IPC frames and REST bodies
     /// that are not streamed to disk); more waits.
     pub max_in_flight: u64,
@@ -252,6 +259,9 @@ struct FileConfig {
     rest_socket: Option<PathBuf>,
     rest_max_body: Option<u64>,
     rest_metrics: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     max_frame: Option<u32>,
     max_in_flight: Option<u64>,
     state_dir: Option<PathBuf>,
@@ -389,6 +399,12 @@ pub struct Overrides {
     pub rest_auth: Vec<String>,
     /// Serve `GET /-/metrics` (true enables; false leaves the file's setting).
     pub rest_metrics: bool,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: each replaces the file's.
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
     /// `NAME=URL`
     pub stores: Vec<String>,
     /// `NAME:NAMESPACE=L[,L...]`
@@ -770,6 +786,9 @@ impl DaemonConfig {
             rest_socket: flags.rest_socket.clone().or(file.rest_socket),
             rest_max_body,
             rest_metrics: flags.rest_metrics || file.rest_metrics.unwrap_or(false),
+            tls_cert: flags.tls_cert.clone().or(file.tls_cert),
+            tls_key: flags.tls_key.clone().or(file.tls_key),
+            tls_client_ca: flags.tls_client_ca.clone().or(file.tls_client_ca),
             max_in_flight,
             stores,
             state_dir: file.state_dir.unwrap_or_else(default_state_dir),
@@ -808,6 +827,20 @@ levels = [2]
         assert_eq!(main.namespaces["data/"].levels, [2]);
         assert_eq!(cfg.socket_mode, 0o660);
         assert!(!cfg.rest_metrics);
+    }
+
+    #[test]
+    fn tls_files_from_file_or_flag() {
+        let cfg = DaemonConfig::from_toml("tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ntls_client_ca = \"/ca.pem\"")
+            .unwrap();
+        assert_eq!(cfg.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(cfg.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(cfg.tls_client_ca.as_deref(), Some(Path::new("/ca.pem")));
+        let flag = Overrides { tls_cert: Some("/flag.pem".into()), ..Default::default() };
+        let cfg = DaemonConfig::build(Some("tls_cert = \"/c.pem\""), &flag).unwrap();
+        assert_eq!(cfg.tls_cert.as_deref(), Some(Path::new("/flag.pem")));
+        assert_eq!(cfg.tls_key, None);
+        assert!(DaemonConfig::from_toml("tls_cert = 1").is_err());
     }
 
     #[test]

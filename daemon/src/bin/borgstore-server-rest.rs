@@ -9,6 +9,7 @@ use borgstore_daemon::actor::Registry;
 use borgstore_daemon::config::{
     file_url, DaemonConfig, StoreSettings, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REST_MAX_BODY,
 };
+use borgstore_daemon::rest::tls::{TlsFiles, TlsReloader};
 use borgstore_daemon::rest::{self, borg_serve, idle::Activity, Listen, Mount, RestOptions};
 use borgstore_daemon::systemd::{self, Notice};
 use clap::Parser;
@@ -77,6 +78,19 @@ struct Args {
     /// systemd socket activation the next connection starts the server again.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     idle_timeout: u64,
+    /// Speak HTTPS only on the TCP listener, with this PEM certificate chain (leaf
+    /// first; with --tls-key). SIGHUP reloads the certificate, key and client CA files
+    /// without dropping open connections; a reload that fails keeps the old ones and
+    /// logs a warning. Not with --stdio; a Unix socket from systemd stays plain HTTP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Ask every client for a certificate signed by a CA in this PEM bundle (mTLS);
+    /// clients without one are refused in the handshake. Needs --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax) [env: RUST_LOG; default: info].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -169,6 +183,9 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         rest_socket: None,
         rest_max_body: args.max_body,
         rest_metrics: false,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_client_ca: args.tls_client_ca.clone(),
         max_in_flight: args.max_in_flight,
         stores: BTreeMap::from([("rest".to_string(), store)]),
         state_dir: borgstore_daemon::config::default_state_dir(),
@@ -221,6 +238,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tls = match load_tls(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("borgstore-server-rest: {e}");
+            std::process::exit(2);
+        }
+    };
     let system = match borgstore_daemon::actor::system() {
         Ok(s) => s,
         Err(e) => {
@@ -228,9 +252,40 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = system.block_on(run(args, config, inherited));
+    let code = system.block_on(run(args, config, tls, inherited));
     std::process::exit(code);
 }
+
+/// The TLS files, loaded and checked (None: plain HTTP).
+fn load_tls(args: &Args) -> Result<Option<TlsReloader>, String> {
+    let files = TlsFiles::from_settings(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+        rest::tls::FLAG_NAMES,
+    )?;
+    let Some(files) = files else { return Ok(None) };
+    if args.stdio {
+        return Err("--tls-cert does not apply to --stdio (the transport there is the ssh connection)".into());
+    }
+    TlsReloader::load(files).map(Some)
+}
+
+// ---- SIGHUP: reload -------------------------------------------------------------------
+// One function does everything a SIGHUP reloads; add further reloads here.
+
+/// Reload what can be reloaded at run time. Each part that fails keeps what it had and
+/// logs a warning; the server goes on serving.
+fn reload_all(tls: Option<&TlsReloader>) {
+    tracing::info!("SIGHUP: reloading");
+    if let Some(tls) = tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
+            Err(e) => tracing::warn!("SIGHUP: TLS not reloaded, the previous certificate stays in use: {e}"),
+        }
+    }
+}
+// ---- end of SIGHUP --------------------------------------------------------------------
 
 /// `serve --rest --backend FILE:…`: borg's remote side of an ssh:// repository (see
 /// `rest::borg_serve`). Serves like `--stdio` or exits as `borg serve` would.
@@ -258,7 +313,7 @@ fn borg_serve(argv: &[String]) -> Args {
     Args::parse_from(line)
 }
 
-async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i32 {
+async fn run(args: Args, config: DaemonConfig, tls: Option<TlsReloader>, inherited: Option<OwnedFd>) -> i32 {
     // First of all: a supervisor (or a test) may send SIGTERM as soon as the listener or
     // READY is there, and must get a drain, not the default death by signal.
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -266,6 +321,19 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
         _ => {
             tracing::error!("cannot install signal handlers");
             return 1;
+        }
+    };
+    // SIGHUP reloads instead of killing; not under --stdio, where a hangup means the ssh
+    // session is gone.
+    let mut hup = if args.stdio {
+        None
+    } else {
+        match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!("cannot install the SIGHUP handler: {e}");
+                return 1;
+            }
         }
     };
     let registry = match Registry::start(&config).await {
@@ -281,6 +349,7 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
         workers: args.workers,
         metrics: false,
         drain_unread: args.stdio,
+        tls: tls.clone(),
     };
     let stdio_dir = if args.stdio { tempfile::Builder::new().prefix("borgstore-rest-").tempdir().ok() } else { None };
     let listener = if let Some(fd) = inherited {
@@ -291,7 +360,8 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
         Err(std::io::Error::other("cannot make a private temporary directory for --stdio"))
     } else {
         let addr = format!("{}:{}", args.host, args.port);
-        std::net::TcpListener::bind(&addr).map(|l| (Listen::Tcp(l), format!("http://{addr}/")))
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        std::net::TcpListener::bind(&addr).map(|l| (Listen::Tcp(l), format!("{scheme}://{addr}/")))
     };
     let (listener, where_) = match listener {
         Ok(l) => l,
@@ -300,6 +370,9 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             return 1;
         }
     };
+    if tls.is_some() && matches!(listener, Listen::Unix(_)) {
+        tracing::warn!("the socket from systemd is a Unix socket: it speaks plain HTTP, --tls-cert is not used");
+    }
     let activity = (args.idle_timeout > 0).then(Activity::new);
     let server = match rest::server_tracked(registry.clone(), &options, vec![listener], activity.clone()) {
         Ok(s) => s,
@@ -333,10 +406,16 @@ async fn run(args: Args, config: DaemonConfig, inherited: Option<OwnedFd>) -> i3
             _ = idle => tracing::info!("no request for {} s: exiting", args.idle_timeout),
         }
     } else {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-            _ = idle => tracing::info!("no request for {} s: exiting", args.idle_timeout),
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+                _ = &mut idle => { tracing::info!("no request for {} s: exiting", args.idle_timeout); break }
+                _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    reload_all(tls.as_ref())
+                }
+            }
         }
     }
     systemd::notify(Notice::Stopping);

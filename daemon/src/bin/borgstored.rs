@@ -88,6 +88,21 @@ struct Args {
     /// It needs no credentials: bind --rest to loopback or guard the path with nginx.
     #[arg(long)]
     rest_metrics: bool,
+    /// Speak HTTPS only on --rest, with this PEM certificate chain (leaf first; with
+    /// --tls-key). SIGHUP reloads the certificate, key and client CA files without
+    /// dropping open connections; a reload that fails keeps the old ones and logs a
+    /// warning. The REST Unix socket stays plain HTTP. Config file: tls_cert.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert. Config file: tls_key.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Ask every HTTPS client for a certificate signed by a CA in this PEM bundle (mTLS);
+    /// clients without one are refused in the handshake. The subject CN of the client's
+    /// certificate is handed to the access decision. Needs --tls-cert. Config file:
+    /// tls_client_ca.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -118,6 +133,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tls = match load_tls(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("borgstored: {e}");
+            std::process::exit(2);
+        }
+    };
     let system = match borgstore_daemon::actor::system() {
         Ok(s) => s,
         Err(e) => {
@@ -125,7 +147,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = system.block_on(run(config, inherited, quick));
+    let code = system.block_on(run(config, tls, inherited, quick));
     std::process::exit(code);
 }
 
@@ -152,8 +174,9 @@ fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String
             let (user, password, file, made) = config::default_rest_credentials()
                 .map_err(|e| format!("cannot keep the REST credentials of the default store: {e}"))?;
             rest_auth.push(format!("{}={user}:{password}", config::DEFAULT_STORE));
+            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
             quick = Some(QuickStart {
-                url: format!("http://{user}:{password}@{addr}/{}/", config::DEFAULT_STORE),
+                url: format!("{scheme}://{user}:{password}@{addr}/{}/", config::DEFAULT_STORE),
                 credentials_file: file,
                 made,
             });
@@ -174,6 +197,9 @@ fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String
         rest_socket: args.rest_socket.clone(),
         rest_auth,
         rest_metrics: args.rest_metrics,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_client_ca: args.tls_client_ca.clone(),
         fsync: args.fsync.clone(),
         serve_on: args.serve_on.clone(),
         public_on: args.public_on.clone(),
@@ -182,6 +208,37 @@ fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String
     let config = DaemonConfig::build(text.as_deref(), &flags).map_err(|e| e.message)?;
     Ok((config, quick))
 }
+
+/// The TLS files of the `rest` listener, loaded and checked (None: plain HTTP).
+fn load_tls(config: &DaemonConfig) -> Result<Option<rest::tls::TlsReloader>, String> {
+    let files = rest::tls::TlsFiles::from_settings(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_client_ca.as_deref(),
+        rest::tls::FLAG_AND_KEY_NAMES,
+    )?;
+    let Some(files) = files else { return Ok(None) };
+    if config.rest.is_none() {
+        return Err("--tls-cert/tls_cert is for the rest listener (TCP), and there is none: set --rest/rest".into());
+    }
+    rest::tls::TlsReloader::load(files).map(Some)
+}
+
+// ---- SIGHUP: reload -------------------------------------------------------------------
+// One function does everything a SIGHUP reloads; add further reloads (config, ...) here.
+
+/// Reload what can be reloaded at run time. Each part that fails keeps what it had and
+/// logs a warning; the daemon goes on serving.
+fn reload_all(tls: Option<&rest::tls::TlsReloader>) {
+    tracing::info!("SIGHUP: reloading");
+    if let Some(tls) = tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
+            Err(e) => tracing::warn!("SIGHUP: TLS not reloaded, the previous certificate stays in use: {e}"),
+        }
+    }
+}
+// ---- end of SIGHUP --------------------------------------------------------------------
 
 type RestRunning = (actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>);
 
@@ -196,12 +253,21 @@ fn served(registry: &Registry, door: Door) -> String {
 }
 
 /// Start the REST listeners the config asks for (none: Ok(None)).
-fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Result<Option<RestRunning>> {
+fn start_rest(
+    config: &DaemonConfig,
+    registry: &Arc<Registry>,
+    tls: Option<rest::tls::TlsReloader>,
+) -> std::io::Result<Option<RestRunning>> {
     let mut listeners = Vec::new();
     if let Some(addr) = &config.rest {
         listeners.push(rest::Listen::Tcp(std::net::TcpListener::bind(addr)?));
+        let (scheme, client_certs) = match &tls {
+            Some(t) if t.files().client_ca.is_some() => ("https", " (and a client certificate, mTLS)"),
+            Some(_) => ("https", ""),
+            None => ("http", ""),
+        };
         tracing::info!(
-            "REST on http://{addr}/<store>/, callers identified by HTTP Basic auth: {}",
+            "REST on {scheme}://{addr}/<store>/, callers identified by HTTP Basic auth{client_certs}: {}",
             served(registry, Door::Rest)
         );
     }
@@ -229,22 +295,30 @@ fn start_rest(config: &DaemonConfig, registry: &Arc<Registry>) -> std::io::Resul
         workers: 2,
         metrics: config.rest_metrics,
         drain_unread: false,
+        tls,
     };
     let server = rest::server(registry.clone(), &options, listeners)?;
     let handle = server.handle();
     Ok(Some((handle, actix_rt::spawn(server))))
 }
 
-async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)>, quick: Option<QuickStart>) -> i32 {
+async fn run(
+    config: DaemonConfig,
+    tls: Option<rest::tls::TlsReloader>,
+    inherited: Vec<(String, std::os::fd::OwnedFd)>,
+    quick: Option<QuickStart>,
+) -> i32 {
     // First of all: a supervisor (or a test) may send SIGTERM as soon as the socket or
-    // READY is there, and must get a drain, not the default death by signal.
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return 1;
-        }
-    };
+    // READY is there, and must get a drain, not the default death by signal; SIGHUP
+    // reloads instead of killing.
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return 1;
+            }
+        };
     let (listener, socket_desc) = match inherited.into_iter().next() {
         Some((name, fd)) => match ipc_server::adopt(fd) {
             Ok(l) => (l, format!("socket from systemd ({})", if name.is_empty() { "unnamed" } else { &name })),
@@ -289,7 +363,7 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
         tracing::error!("the store thread is not running");
         return 1;
     }
-    let rest = match start_rest(&config, &registry) {
+    let rest = match start_rest(&config, &registry, tls.clone()) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the REST listener: {e}");
@@ -320,9 +394,12 @@ async fn run(config: DaemonConfig, inherited: Vec<(String, std::os::fd::OwnedFd)
         });
     }
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+            _ = hup.recv() => reload_all(tls.as_ref()),
+        }
     }
     systemd::notify(Notice::Stopping);
     systemd::notify(Notice::Status("draining in-flight requests"));

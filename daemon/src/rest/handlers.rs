@@ -99,6 +99,9 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let caller =
         Caller { door: conn.door, peer: conn.peer.as_ref(), authorization, client_cert: conn.client_cert.as_deref() };
+    if let Some(cn) = caller.client_cert {
+        tracing::debug!(store = %entry.name, "REST caller with TLS client certificate CN={cn:?}");
+    }
     let principal = match entry.decide(&caller) {
         Ok(p) => p,
         Err(refusal) => return refused(refusal, entry, &conn, req),

@@ -25,6 +25,11 @@
 //! - [`idle`]: requests in flight, for `borgstore-server-rest --idle-timeout`.
 //! - [`metrics`]: `GET /-/metrics`, every store's stats for Prometheus (opt-in).
 //! - [`wire`]: response header names in the canonical case Python's server sends.
+//! - [`tls`]: HTTPS on the TCP listener (certificate reloaded on SIGHUP) and the subject
+//!   of a verified client certificate, for [`Connection::client_cert`].
+//!
+//! With [`RestOptions::tls`] the TCP listener speaks HTTPS only (TLS first, then the
+//! same HTTP/1.1 stack); the Unix socket always speaks plain HTTP.
 //!
 //! Two mounts: `borgstored --rest` serves every store under `/<store-name>/`;
 //! `borgstore-server-rest` serves its one store at `/`.
@@ -39,6 +44,7 @@ pub mod route;
 pub mod sources;
 pub mod status;
 pub mod stdio;
+pub mod tls;
 pub mod wire;
 
 use crate::access::{Door, LocalPeer};
@@ -91,8 +97,11 @@ pub struct Connection {
 }
 
 /// What a connection says about itself when it is accepted.
-fn connection(door: Door, peer: Option<LocalPeer>, ext: &mut Extensions) {
-    ext.insert(Connection { door, peer, client_cert: None });
+fn connection(door: Door, peer: Option<LocalPeer>, client_cert: Option<Arc<str>>, ext: &mut Extensions) {
+    if let Some(cn) = &client_cert {
+        tracing::debug!(door = %door, "TLS client certificate verified: CN={cn:?}");
+    }
+    ext.insert(Connection { door, peer, client_cert });
 }
 
 /// Listener and limits of a REST server.
@@ -108,6 +117,9 @@ pub struct RestOptions {
     pub metrics: bool,
     /// See [`RestApp::drain_unread`].
     pub drain_unread: bool,
+    /// Speak HTTPS on the TCP listeners, with these (reloadable) certificates; Unix
+    /// sockets stay plain HTTP.
+    pub tls: Option<tls::TlsReloader>,
 }
 
 /// Where a REST server listens.
@@ -172,13 +184,13 @@ pub fn server_tracked(
     // actix-web's HttpServer, with each connection wrapped in CanonicalHeaders (and the
     // timeouts HttpServer uses by default).
     macro_rules! http_service {
-        ($make_app:expr, $io:ty, $door:expr, $peer:expr) => {{
+        ($make_app:expr, $io:ty, $door:expr, $peer:expr, $cert:expr) => {{
             let app = $make_app.clone();
             HttpService::<$io, _, _, _, _>::build()
                 .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
-                .on_connect_ext(|io: &$io, ext: &mut Extensions| connection($door, $peer(io), ext))
+                .on_connect_ext(|io: &$io, ext: &mut Extensions| connection($door, $peer(io), $cert(io), ext))
                 .finish(map_config(app().into_factory().map_err(|err: actix_web::Error| err.error_response()), |_| {
                     AppConfig::default()
                 }))
@@ -187,8 +199,44 @@ pub fn server_tracked(
     let mut builder =
         actix_server::Server::build().workers(options.workers.max(1)).disable_signals().shutdown_timeout(30);
     for l in listeners {
-        builder = match l {
-            Listen::Tcp(t) => {
+        builder = match (l, options.tls.clone()) {
+            (Listen::Tcp(t), Some(tls)) => {
+                let name = format!("rest-tls-{}", t.local_addr()?);
+                let make_app = make_app.clone();
+                builder.listen(name, t, move || {
+                    let tls = tls.clone();
+                    fn_service(move |io: actix_web::rt::net::TcpStream| {
+                        // Taken now: the settings of the moment the connection came.
+                        let acceptor = tls.acceptor();
+                        async move {
+                            let _ = io.set_nodelay(true);
+                            let peer = io.peer_addr().ok();
+                            let io = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                                Ok(Ok(io)) => io,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(?peer, "TLS handshake failed: {e}");
+                                    return Err(actix_http::error::DispatchError::Io(e));
+                                }
+                                Err(_) => {
+                                    tracing::debug!(?peer, "TLS handshake timed out");
+                                    return Err(actix_http::error::DispatchError::SlowRequestTimeout);
+                                }
+                            };
+                            Ok((CanonicalHeaders::new(io), Protocol::Http1, peer))
+                        }
+                    })
+                    .and_then(http_service!(
+                        make_app,
+                        CanonicalHeaders<tokio_rustls::server::TlsStream<actix_web::rt::net::TcpStream>>,
+                        Door::Rest,
+                        |_| None,
+                        |io: &CanonicalHeaders<tokio_rustls::server::TlsStream<actix_web::rt::net::TcpStream>>| {
+                            tls::client_cert_of(io.get_ref())
+                        }
+                    ))
+                })?
+            }
+            (Listen::Tcp(t), None) => {
                 let name = format!("rest-{}", t.local_addr()?);
                 let make_app = make_app.clone();
                 builder.listen(name, t, move || {
@@ -201,11 +249,12 @@ pub fn server_tracked(
                         make_app,
                         CanonicalHeaders<actix_web::rt::net::TcpStream>,
                         Door::Rest,
+                        |_| None,
                         |_| None
                     ))
                 })?
             }
-            Listen::Unix(u) => {
+            (Listen::Unix(u), _) => {
                 let name = format!("rest-unix-{:?}", u.local_addr()?);
                 let make_app = make_app.clone();
                 builder.listen_uds(name, u, move || {
@@ -216,7 +265,8 @@ pub fn server_tracked(
                         make_app,
                         CanonicalHeaders<actix_web::rt::net::UnixStream>,
                         Door::RestSocket,
-                        |io: &CanonicalHeaders<actix_web::rt::net::UnixStream>| LocalPeer::of(io.get_ref()).ok()
+                        |io: &CanonicalHeaders<actix_web::rt::net::UnixStream>| LocalPeer::of(io.get_ref()).ok(),
+                        |_| None
                     ))
                 })?
             }
