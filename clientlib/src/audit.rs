@@ -23,7 +23,7 @@ const MAX_LINE: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A complete audit record, and the line exactly as written.
-    Record(AuditLine, Vec<u8>),
+    Record(Box<AuditLine>, Vec<u8>),
     /// A line that is not one: shown raw, with a marker.
     Malformed(Vec<u8>),
 }
@@ -32,7 +32,7 @@ impl Entry {
     /// Classify one line (without its `\n`).
     pub fn parse(line: Vec<u8>) -> Entry {
         match AuditLine::parse(&line) {
-            Some(a) => Entry::Record(a, line),
+            Some(a) => Entry::Record(Box::new(a), line),
             None => Entry::Malformed(line),
         }
     }

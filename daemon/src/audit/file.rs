@@ -137,7 +137,7 @@ impl LogFile {
             }
             Err(e) => {
                 // Undo a partial append; cutting frees space, so it works on a full disk.
-                if file.metadata().map_or(true, |m| m.len() != before) {
+                if !file.metadata().is_ok_and(|m| m.len() == before) {
                     if let Err(cut) = file.set_len(before) {
                         tracing::error!(path = %self.path.display(), error = %cut, "audit log: cannot cut a partial write back");
                     }

@@ -271,7 +271,7 @@ impl AuditLog {
 
     fn warn_full(&self) {
         let mut last = self.last_full_warning.lock().unwrap_or_else(|p| p.into_inner());
-        if last.map_or(true, |t| t.elapsed() >= Duration::from_secs(60)) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             *last = Some(Instant::now());
             tracing::warn!(
                 path = %self.path.display(),
