@@ -5,6 +5,8 @@
 //! - [`Client`]: async, one store per client, calls pipelined on one connection,
 //!   reconnects after a daemon restart.
 //! - [`BlockingClient`]: the same API for code without an async runtime.
+//! - [`audit`]: reading a store's audit log file (last lines, following, columns) for
+//!   `borgstore audit`.
 //! - `connection` (private): handshake, framing, routing responses by request id.
 //! - `src/bin/borgstore.rs`: the CLI, built on [`Client`].
 //!
@@ -28,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 mod blocking;
 mod client;
 mod connection;

@@ -31,10 +31,13 @@
 //!   lists.
 //! - [`rest`]: the REST protocol v1 over actix-web, for `borgstored --rest` and
 //!   `borgstore-server-rest`; requests go through the same store actors.
+//! - [`audit`]: the per-store audit log (JSON Lines, one writer thread, group commit,
+//!   rotation, crash repair) the store actors record mutating commands in.
 //! - [`config`]: the TOML file and flags; [`systemd`]: notify and socket activation.
 
 pub mod access;
 pub mod actor;
+pub mod audit;
 pub mod backends;
 pub mod commands;
 pub mod config;

@@ -10,9 +10,12 @@
 //! - [`protocol`]: IPC protocol v1 messages (DESIGN.md section 5): handshake, requests
 //!   with ids for pipelining, replies, streamed listing.
 //! - [`paths`]: the default socket location shared by daemon and clients.
+//! - [`audit`]: the JSON shape of one line of a store's audit log, written by the
+//!   daemon and read by `borgstore audit`.
 //! - [`codec`]: frames (u32 little-endian length + bincode body) with a size limit,
 //!   decoded without panics whatever the input.
 
+pub mod audit;
 pub mod codec;
 pub mod error;
 pub mod paths;

@@ -10,6 +10,7 @@
 //!   remote backends as they arrive).
 //! - [`daemon`]: a real `borgstored` process on a temp socket.
 //! - [`callers`]: the CLI and curl run as other local users against a daemon.
+//! - [`disk`]: a small tmpfs for full-disk tests, unmounted on drop.
 //! - [`memory`]: a server process's resident size and its peak, for memory-bound tests.
 //! - [`nginx`]: a real nginx on a spare port with a config the test writes.
 //! - [`rest`]: REST servers (ours and Python's) on spare ports, and a raw HTTP client.
@@ -25,6 +26,7 @@ pub mod callers;
 pub mod conformance;
 pub mod daemon;
 pub mod differential;
+pub mod disk;
 pub mod fixtures;
 pub mod memory;
 pub mod moto;

@@ -7,36 +7,9 @@
 
 use borgstore_client::ErrorKind;
 use borgstore_tests::daemon::Daemon;
+use borgstore_tests::disk::SmallDisk;
 use borgstore_tests::rest::{free_port, request, wait_port};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct SmallDisk {
-    mnt: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        assert!(
-            nix::unistd::getuid().is_root(),
-            "this test mounts a small tmpfs and must run as root (tests/run does)"
-        );
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let out =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&mnt).output();
-        let out = out.expect("mount not runnable (apt-get install mount)");
-        assert!(out.status.success(), "mounting a tmpfs failed: {}", String::from_utf8_lossy(&out.stderr));
-        SmallDisk { mnt }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
-}
 
 /// Does a message say the disk is full ("No space left on device" or std's "no storage space")?
 fn no_space(message: &str) -> bool {

@@ -163,6 +163,32 @@ enum Command {
     },
     /// A short round trip (store, list, load, soft delete, clean up) on the store.
     Demo,
+    /// Show a store's audit log: the last records, or new ones as they come (--follow).
+    ///
+    /// Reads FILE, the audit log borgstored writes for a store (one JSON object per
+    /// line), directly: no daemon is asked, and the file's own permissions decide who may
+    /// read it (borgstored creates it with mode 0640: its user and group). Rotated files
+    /// are FILE.1 (newest) to FILE.N; give one of them to read it.
+    ///
+    /// Columns: time (UTC), principal, door, operation, names, size, result. A line that
+    /// is not an audit record is shown raw after "!! malformed line:" (with --json, on
+    /// standard error, so standard output stays JSON Lines). --socket and --store are
+    /// not used.
+    #[command(long_about)]
+    Audit {
+        /// The audit log file.
+        file: PathBuf,
+        /// Show the last N records first (0: none).
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
+        lines: usize,
+        /// Keep printing records as they are appended, and go on in the new file when the
+        /// log is rotated; stop with Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print each record as written (JSON Lines) instead of columns.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn exit_code(e: &Error) -> i32 {
@@ -177,6 +203,10 @@ fn exit_code(e: &Error) -> i32 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Audit { file, lines, follow, json } => std::process::exit(audit(&file, lines, follow, json)),
+        command => command,
+    };
     let mut options = ClientOptions::new(cli.store.clone());
     options.client_name = format!("borgstore-cli {}", env!("CARGO_PKG_VERSION"));
     if let Some(s) = &cli.socket {
@@ -196,12 +226,87 @@ async fn main() {
         options.cache = Some(cache);
     }
     let result = match Client::connect(options).await {
-        Ok(client) => run(&client, cli.command).await,
+        Ok(client) => run(&client, command).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
         eprintln!("borgstore: {}: {}", e.kind, e.message);
         std::process::exit(exit_code(&e));
+    }
+}
+
+/// `borgstore audit`: print the last `lines` records of `file`, then (with `follow`) new
+/// ones as they are appended. Returns the exit code: 3 no such file, 4 not allowed to
+/// read it, 1 another error, 0 otherwise (also when standard output is closed).
+fn audit(file: &std::path::Path, lines: usize, follow: bool, json: bool) -> i32 {
+    use borgstore_client::audit::{tail, Columns, Entry, Follower, MALFORMED};
+    use std::io::ErrorKind as Io;
+    let fail = |e: std::io::Error| {
+        eprintln!("borgstore: audit: {}: {e}", file.display());
+        match e.kind() {
+            Io::NotFound => 3,
+            Io::PermissionDenied => 4,
+            _ => 1,
+        }
+    };
+    let mut columns = Columns::default();
+    // Print a group of lines; false once standard output is gone.
+    let mut print = |raw: Vec<Vec<u8>>| -> bool {
+        let entries: Vec<Entry> = raw.into_iter().map(Entry::parse).collect();
+        let mut out = std::io::stdout().lock();
+        columns.fit(&entries);
+        for e in &entries {
+            let written = match (json, e) {
+                (true, Entry::Record(_, line)) => out.write_all(line).and_then(|()| out.write_all(b"\n")),
+                (true, Entry::Malformed(raw)) => {
+                    eprintln!("{MALFORMED} {}", String::from_utf8_lossy(raw));
+                    Ok(())
+                }
+                (false, e) => writeln!(out, "{}", columns.render(e)),
+            };
+            if written.is_err() {
+                return false;
+            }
+        }
+        out.flush().is_ok()
+    };
+    let f = match std::fs::File::open(file) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+            return fail(std::io::Error::new(Io::IsADirectory, "is a directory, not an audit log"))
+        }
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let t = match tail(&f, lines) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    if !follow {
+        let mut all = t.lines;
+        if lines > 0 && !t.partial.is_empty() {
+            all.push(t.partial); // a torn last line, shown as such
+        }
+        print(all);
+        return 0;
+    }
+    if !print(t.lines) {
+        return 0;
+    }
+    let mut follower = match Follower::new(file, f, t.end, t.partial) {
+        Ok(fo) => fo,
+        Err(e) => return fail(e),
+    };
+    loop {
+        match follower.poll() {
+            Ok(new) if new.is_empty() => {}
+            Ok(new) => {
+                if !print(new) {
+                    return 0;
+                }
+            }
+            Err(e) => return fail(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
@@ -422,6 +527,8 @@ async fn run(client: &Client, command: Command) -> Result<(), Error> {
             }
         }
         Command::Demo => demo(client, &mut out).await?,
+        // Handled in `main` before connecting: it reads a file, not the daemon.
+        Command::Audit { .. } => return Err(Error::invalid("audit reads its file without a daemon")),
     }
     Ok(())
 }
