@@ -25,6 +25,7 @@
 
 pub mod credentials;
 pub mod peer;
+pub mod users;
 
 pub use credentials::{Credentials, CHALLENGE};
 pub use peer::LocalPeer;
