@@ -61,7 +61,7 @@ impl Credentials {
 }
 
 /// `Basic base64(user:password)` -> (user, password).
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(header).ok()?;
     let (scheme, encoded) = text.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

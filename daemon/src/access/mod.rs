@@ -27,10 +27,12 @@
 //! - [`peer`]: reading a Unix socket peer's credentials.
 //! - [`credentials`]: Basic-auth credentials, compared in constant time.
 //! - [`rules`]: principals, rules and the first match.
+//! - [`users`]: the REST users of a store (config, htpasswd), verified with a cache.
 
 pub mod credentials;
 pub mod peer;
 pub mod rules;
+pub mod users;
 
 pub use credentials::{Credentials, CHALLENGE};
 pub use peer::LocalPeer;
