@@ -101,6 +101,14 @@ pub struct StoreSettings {
     pub rules: Vec<RuleSettings>,
     /// Deletes by a principal without `D` become soft deletes kept this many days.
     pub quarantine_days: Option<u32>,
+    /// REST users from an Apache htpasswd file (bcrypt or SHA-crypt hashes).
+    pub htpasswd: Option<PathBuf>,
+    /// REST users given in the config: name -> bcrypt or SHA-crypt hash.
+    pub rest_users: BTreeMap<String, String>,
+    /// The store's audit log: every call that changes it, as JSON lines.
+    pub audit: Option<PathBuf>,
+    /// Rotate the audit log when it would pass this many bytes.
+    pub audit_max_bytes: Option<u64>,
 }
 
 /// One `[[stores.NAME.rules]]` entry.
@@ -142,6 +150,10 @@ impl StoreSettings {
             public_on: BTreeSet::new(),
             rules: Vec::new(),
             quarantine_days: None,
+            htpasswd: None,
+            rest_users: BTreeMap::new(),
+            audit: None,
+            audit_max_bytes: None,
         }
     }
 
@@ -173,7 +185,7 @@ impl StoreSettings {
             Arc::new(Profile { name: label, permissions, quota, quarantine_days: self.quarantine_days, owner })
         };
         let unquarantined = |p: Arc<Profile>| Arc::new(Profile { quarantine_days: None, ..(*p).clone() });
-        let credentials = Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref());
+        let users = self.users(name)?;
         let mut rules = Vec::new();
         if self.rules.is_empty() {
             // What the older keys always meant: every principal they name gets the
@@ -181,7 +193,7 @@ impl StoreSettings {
             let mut principals = vec![Match::Uid(owner_uid)];
             principals.extend(self.allow_uids.iter().map(|u| Match::Uid(*u)));
             principals.extend(self.allow_gids.iter().map(|g| Match::Gid(*g)));
-            principals.extend(credentials.iter().map(|c| Match::RestUser(c.username().to_string())));
+            principals.extend(users.iter().flat_map(|db| db.users()).map(|u| Match::RestUser(u.to_string())));
             principals.push(Match::Default);
             for m in principals {
                 let label = if m == Match::Uid(owner_uid) { "owner".to_string() } else { m.label() };
@@ -212,11 +224,32 @@ impl StoreSettings {
             owner_uid,
             allow_uids: self.allow_uids.clone(),
             allow_gids: self.allow_gids.clone(),
-            credentials,
+            users,
             serve_on: self.serve_on.clone(),
             public_on: self.public_on.clone(),
             rules,
         })
+    }
+
+    /// The store's REST users: the legacy `rest_username`/`rest_password`, `rest_users`
+    /// and the `htpasswd` file (read now); None when there are none.
+    pub fn users(&self, name: &str) -> Result<Option<std::sync::Arc<crate::access::users::UserDb>>> {
+        use crate::access::users::UserDb;
+        let mut db = UserDb::new();
+        if let Some(c) = Credentials::optional(self.rest_username.as_deref(), self.rest_password.as_deref()) {
+            db.insert_plain(
+                c.username(),
+                self.rest_password.as_deref().unwrap_or(""),
+                &format!("store {name}: rest_username"),
+            )?;
+        }
+        for (user, hash) in &self.rest_users {
+            db.insert_hash(user, hash, &format!("store {name}: rest_users"))?;
+        }
+        if let Some(path) = &self.htpasswd {
+            db.merge(UserDb::from_htpasswd(path)?)?;
+        }
+        Ok((!db.is_empty()).then(|| std::sync::Arc::new(db)))
     }
 
     /// The emulator of this store: its own settings, else the environment.
@@ -290,6 +323,11 @@ struct FileStore {
     serve_on: Option<Vec<String>>,
     public_on: Option<Vec<String>>,
     quarantine_days: Option<u32>,
+    htpasswd: Option<PathBuf>,
+    #[serde(default)]
+    rest_users: BTreeMap<String, String>,
+    audit: Option<PathBuf>,
+    audit_max_bytes: Option<u64>,
     #[serde(default)]
     rules: Vec<FileRule>,
     #[serde(default)]
@@ -631,6 +669,10 @@ impl DaemonConfig {
                     public_on,
                     rules,
                     quarantine_days: s.quarantine_days,
+                    htpasswd: s.htpasswd,
+                    rest_users: s.rest_users,
+                    audit: s.audit,
+                    audit_max_bytes: s.audit_max_bytes,
                 },
             );
         }
@@ -746,6 +788,17 @@ impl DaemonConfig {
                     } else {
                         s.serve_on = set;
                     }
+                }
+            }
+        }
+        let mut audit_files = BTreeMap::new();
+        for (name, s) in &stores {
+            if let Some(path) = &s.audit {
+                if let Some(other) = audit_files.insert(path.clone(), name.clone()) {
+                    return Err(Error::invalid(format!(
+                        "stores {other} and {name} have the same audit file {}: give each its own",
+                        path.display()
+                    )));
                 }
             }
         }

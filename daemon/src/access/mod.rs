@@ -163,7 +163,7 @@ pub enum Refusal {
 }
 
 /// Who may use one store, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Grants {
     /// The store's name (for messages).
     pub store: String,
@@ -175,7 +175,7 @@ pub struct Grants {
     /// supplementary groups.
     pub allow_gids: Vec<u32>,
     /// REST Basic-auth credentials of the store.
-    pub credentials: Option<Credentials>,
+    pub users: Option<Arc<users::UserDb>>,
     /// Doors the store is reached through.
     pub serve_on: BTreeSet<Door>,
     /// Doors where the store needs no grant (TCP: no credentials; Unix: any uid that can
@@ -215,8 +215,14 @@ impl Grants {
         });
         // The REST protocol's own rule: a store with credentials asks for them on every
         // REST door (a client certificate a rule names stands for them).
-        let rest_user = match (&self.credentials, door.is_rest()) {
-            (Some(c), true) if c.accepts(caller.authorization) => Some(c.username()),
+        // Only what needs no slow hash is verified here; a door calls
+        // [`Grants::verify_slowly`] on a blocking thread first when it would take one.
+        let verified = match (&self.users, door.is_rest()) {
+            (Some(db), true) => db.verify_now(caller.authorization).flatten(),
+            _ => None,
+        };
+        let rest_user = match (&self.users, door.is_rest()) {
+            (Some(_), true) if verified.is_some() => verified.as_deref(),
             (Some(_), true) if by_cert => None,
             (Some(_), true) => return Err(Refusal::Unauthenticated),
             _ => None,
@@ -250,11 +256,29 @@ impl Grants {
         self.rules.iter().any(|r| matches!(r.principal, Match::Uid(_) | Match::Gid(_)) && r.matches(&id))
     }
 
+    /// Would deciding on this `Authorization` header take a slow password hash (a
+    /// bcrypt or SHA-crypt user not verified lately)? Then a door runs
+    /// [`Grants::verify_slowly`] on a blocking thread before it decides.
+    pub fn needs_slow_verification(&self, door: Door, authorization: Option<&[u8]>) -> bool {
+        match (&self.users, door.is_rest()) {
+            (Some(db), true) => db.verify_now(authorization).is_none(),
+            _ => false,
+        }
+    }
+
+    /// Verify the header's password the slow way; a right one is remembered, so the
+    /// decision that follows finds it without hashing again.
+    pub fn verify_slowly(&self, authorization: Option<&[u8]>) {
+        if let Some(db) = &self.users {
+            db.verify(authorization);
+        }
+    }
+
     /// Check, before a listener opens, that serving the store through `door` cannot let
     /// in anybody it was not meant for: TCP needs credentials unless the store is
     /// declared public there. The error names the store and the fixes.
     pub fn check_listener(&self, door: Door) -> Result<()> {
-        if door != Door::Rest || !self.serve_on.contains(&door) || self.credentials.is_some() {
+        if door != Door::Rest || !self.serve_on.contains(&door) || self.users.is_some() {
             return Ok(());
         }
         if self.public_on.contains(&door) {
@@ -272,7 +296,12 @@ impl Grants {
 
     /// How this door identifies callers of this store, for the startup log.
     pub fn describe(&self, door: Door) -> String {
-        let creds = self.credentials.as_ref().map(|c| format!("Basic auth as {}", c.username()));
+        let creds = self.users.as_ref().map(|db| {
+            let names: Vec<&str> = db.users().take(5).collect();
+            let more =
+                if db.len() > names.len() { format!(" and {} more", db.len() - names.len()) } else { String::new() };
+            format!("Basic auth as {}{more}", names.join(", "))
+        });
         let who = if self.public_on.contains(&door) {
             if door.by_uid() {
                 "any uid that can connect".to_string()
@@ -318,7 +347,7 @@ mod tests {
             owner_uid: 500,
             allow_uids: vec![1001],
             allow_gids: vec![100],
-            credentials: None,
+            users: None,
             serve_on: Door::ALL.into_iter().collect(),
             public_on: BTreeSet::new(),
             rules: vec![Rule { principal: Match::Default, profile: Arc::new(Profile::full("default")) }],
@@ -355,7 +384,7 @@ mod tests {
     #[test]
     fn credentials_are_asked_on_rest_doors_on_top_of_the_uid() {
         let mut g = grants();
-        g.credentials = Some(Credentials::new("alice", "pw"));
+        g.users = Some(Arc::new(users::UserDb::from_legacy("alice", "pw")));
         let good = basic("alice", "pw");
         let bad = basic("alice", "nope");
         let owner = peer(500, 1, &[]);

@@ -464,6 +464,27 @@ impl UserDb {
         self.lock_cache().hit(&user, &digest).then_some(user)
     }
 
+    /// The answer of [`UserDb::verify`] when it can be had without a slow hash: a
+    /// header that does not parse, a password verified before, a user whose verifier
+    /// is fast (a plain legacy password). `None`: only [`UserDb::verify`] can tell, and
+    /// it takes a slow hash (run it on a blocking thread).
+    pub fn verify_now(&self, authorization: Option<&[u8]>) -> Option<Option<String>> {
+        let Some((user, password)) = self.parse(authorization) else {
+            return Some(None);
+        };
+        if self.lock_cache().hit(&user, &self.cache_digest(&user, &password)) {
+            return Some(Some(user));
+        }
+        let slow = match self.users.get(&user) {
+            Some(entry) => entry.verifier.is_slow(),
+            None => self.stand_in.as_ref().and_then(|s| self.users.get(s)).is_some_and(|e| e.verifier.is_slow()),
+        };
+        if slow {
+            return None;
+        }
+        Some(self.verify(authorization))
+    }
+
     /// How many verified users are remembered now (at most [`CACHE_ENTRIES`]).
     pub fn cached(&self) -> usize {
         self.lock_cache().entries.len()

@@ -170,6 +170,7 @@ impl Registry {
         let thread = own_thread.as_ref().unwrap_or(arbiter);
         let served = std::sync::Arc::new(Served::new(store, opened));
         served.set_quarantine(quarantine_of(name, settings, state_dir));
+        served.set_audit(name, audit_of(settings, None)?);
         let for_actor = served.clone();
         let addr = StoreActor::start_in_arbiter(thread, move |_| StoreActor::new(for_actor));
         Ok(StoreEntry {
@@ -206,14 +207,16 @@ impl Registry {
             {
                 notes.push(format!("store {name}: its backend's own permissions or quota change only with a restart"));
             }
-            next.push((entry, settings.grants(name)?, quarantine_of(name, settings, &config.state_dir)));
+            let audit = audit_of(settings, entry.served.audit_log())?;
+            next.push((entry, settings.grants(name)?, quarantine_of(name, settings, &config.state_dir), audit));
         }
         for name in self.stores.keys().filter(|n| !config.stores.contains_key(*n)) {
             notes.push(format!("store {name} is gone from the configuration: it is served until a restart"));
         }
-        for (entry, grants, quarantine) in next {
+        for (entry, grants, quarantine, audit) in next {
             entry.grants.store(std::sync::Arc::new(grants));
             entry.served.set_quarantine(quarantine);
+            entry.served.set_audit(&entry.name, audit);
         }
         Ok(notes)
     }
@@ -239,6 +242,10 @@ impl Registry {
         let mut results = Vec::new();
         for entry in self.stores.values() {
             let result = entry.handle.run(Shutdown { store: entry.name.clone() }).await;
+            // Everything the store did is in its audit log, on disk, before the exit.
+            if let Some(Err(e)) = entry.served.audit_log().map(|l| l.flush()) {
+                tracing::error!(store = %entry.name, "flushing the audit log failed: {e}");
+            }
             if let Some(thread) = &entry.own_thread {
                 thread.stop();
             }
@@ -258,4 +265,25 @@ fn quarantine_of(
     let days = settings.quarantine_days?;
     let ledger = state_dir.join("quarantine").join(format!("{name}.jsonl"));
     Some(std::sync::Arc::new(crate::policy::quarantine::Quarantine::new(days, ledger)))
+}
+
+/// The audit log a store's settings ask for: `current` when it is that file already,
+/// else the file opened (its directory made when missing).
+fn audit_of(
+    settings: &StoreSettings,
+    current: Option<std::sync::Arc<crate::audit::AuditLog>>,
+) -> Result<Option<std::sync::Arc<crate::audit::AuditLog>>> {
+    let Some(path) = &settings.audit else {
+        return Ok(None);
+    };
+    if let Some(log) = current.filter(|l| l.path() == path.as_path()) {
+        return Ok(Some(log));
+    }
+    let mut options = crate::audit::AuditOptions::default();
+    if let Some(max) = settings.audit_max_bytes {
+        options.max_bytes = max;
+    }
+    crate::audit::AuditLog::open(path, options)
+        .map(|l| Some(std::sync::Arc::new(l)))
+        .map_err(|e| Error::invalid(format!("audit log {}: {e}", path.display())))
 }

@@ -7,6 +7,7 @@
 //! operation after something created it. Commands ([`crate::commands`]) run against a
 //! [`Served`]; the lock on the open flag orders the transitions among themselves.
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::policy::principals::Principals;
 use crate::policy::quarantine::{Purged, Quarantine};
 use crate::store::Store;
@@ -23,12 +24,20 @@ pub struct Served {
     quarantine: RwLock<Option<Arc<Quarantine>>>,
     /// Counters per principal.
     principals: Principals,
+    /// The store's name and audit log, if it has one (replaced on a config reload).
+    audit: RwLock<Option<(String, Arc<AuditLog>)>>,
 }
 
 impl Served {
     /// `store`, already opened by the caller when `opened`.
     pub fn new(store: Store, opened: bool) -> Self {
-        Served { store, opened: Mutex::new(opened), quarantine: RwLock::new(None), principals: Principals::default() }
+        Served {
+            store,
+            opened: Mutex::new(opened),
+            quarantine: RwLock::new(None),
+            principals: Principals::default(),
+            audit: RwLock::new(None),
+        }
     }
 
     /// Give the store a delete quarantine, or none.
@@ -63,9 +72,29 @@ impl Served {
         }
     }
 
-    /// Record a command that changes the store in the store's audit log.
+    /// Give the store (named `name`) an audit log, or none.
+    pub fn set_audit(&self, name: &str, log: Option<Arc<AuditLog>>) {
+        *self.audit.write().unwrap_or_else(|p| p.into_inner()) = log.map(|l| (name.to_string(), l));
+    }
+
+    /// The store's audit log.
+    pub fn audit_log(&self) -> Option<Arc<AuditLog>> {
+        self.audit.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, l)| l.clone())
+    }
+
+    /// Record a command that changes the store in the store's audit log (if it has one).
     pub fn record(&self, who: &crate::policy::Who, audited: crate::commands::Audited, result: Result<(), &Error>) {
-        let _ = (who, audited, result);
+        let Some((store, log)) = self.audit.read().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return;
+        };
+        let outcome: Result<(), Error> = result.map_err(Clone::clone);
+        let mut rec = AuditRecord::new(store, who.principal.clone(), who.door_name(), audited.op)
+            .with_names(audited.names)
+            .with_outcome(&outcome);
+        if let Some(size) = audited.size {
+            rec = rec.with_size(size);
+        }
+        log.record(rec);
     }
 
     /// The counters per principal.

@@ -45,6 +45,11 @@ struct Args {
     /// Basic auth password.
     #[arg(long, env = "BORGSTORE_REST_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// REST users from an Apache htpasswd file (bcrypt as `htpasswd -B` writes, or
+    /// SHA-crypt); together with --username/--password if both are given. Read again on
+    /// SIGHUP (a file with an error keeps the users loaded before).
+    #[arg(long, value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
     /// Permissions (file: backends): a JSON object {"path": "letters", ...} or one of
     /// borgbackup-all, borgbackup-no-delete, borgbackup-write-only, borgbackup-read-only.
     #[arg(long)]
@@ -167,6 +172,8 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
     }
     store.rest_username = args.username.clone();
     store.rest_password = args.password.clone();
+    store.htpasswd = args.htpasswd.clone();
+    store.users("rest").map_err(|e| e.message)?;
     store.fsync = args.fsync.parse().map_err(|e: borgstore_ipc::Error| format!("--fsync: {}", e.message))?;
     // Like Python's server: whoever reaches the listener may use the store (with the
     // credentials, when given); there are no uid grants here.
@@ -276,8 +283,18 @@ fn load_tls(args: &Args) -> Result<Option<TlsReloader>, String> {
 
 /// Reload what can be reloaded at run time. Each part that fails keeps what it had and
 /// logs a warning; the server goes on serving.
-fn reload_all(tls: Option<&TlsReloader>) {
+fn reload_all(args: &Args, registry: &Registry, tls: Option<&TlsReloader>) {
     tracing::info!("SIGHUP: reloading");
+    // The htpasswd file: the store's users. A file with an error changes nothing.
+    match config(args).and_then(|c| registry.reload(&c).map_err(|e| e.message)) {
+        Ok(notes) => {
+            for note in notes {
+                tracing::warn!("SIGHUP: {note}");
+            }
+            tracing::info!("SIGHUP: users reloaded");
+        }
+        Err(e) => tracing::warn!("SIGHUP: users not reloaded, the previous ones stay in use: {e}"),
+    }
     if let Some(tls) = tls {
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
@@ -413,7 +430,7 @@ async fn run(args: Args, config: DaemonConfig, tls: Option<TlsReloader>, inherit
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
                 _ = &mut idle => { tracing::info!("no request for {} s: exiting", args.idle_timeout); break }
                 _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    reload_all(tls.as_ref())
+                    reload_all(&args, &registry, tls.as_ref())
                 }
             }
         }

@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// With no options, one store named `default` is served from a file:// directory under
 /// your data directory (created on first start), on a socket under $XDG_RUNTIME_DIR.
 /// Clients (the `borgstore` CLI, the Rust client library) find the same socket by default.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "borgstored", version, about, long_about)]
 struct Args {
     /// TOML config file (shape: DESIGN.md section 4); flags override or add to it.
@@ -147,7 +147,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = system.block_on(run(config, tls, inherited, quick));
+    let code = system.block_on(run(args, config, tls, inherited, quick));
     std::process::exit(code);
 }
 
@@ -229,8 +229,20 @@ fn load_tls(config: &DaemonConfig) -> Result<Option<rest::tls::TlsReloader>, Str
 
 /// Reload what can be reloaded at run time. Each part that fails keeps what it had and
 /// logs a warning; the daemon goes on serving.
-fn reload_all(tls: Option<&rest::tls::TlsReloader>) {
+fn reload_all(args: &Args, registry: &Registry, tls: Option<&rest::tls::TlsReloader>) {
     tracing::info!("SIGHUP: reloading");
+    // The config file (and the htpasswd files it names): rules, users, doors,
+    // quarantine and audit logs of the running stores. A config with an error changes
+    // nothing.
+    match load_config(args).map_err(|e| e.to_string()).and_then(|(c, _)| registry.reload(&c).map_err(|e| e.message)) {
+        Ok(notes) => {
+            for note in notes {
+                tracing::warn!("SIGHUP: {note}");
+            }
+            tracing::info!("SIGHUP: configuration reloaded");
+        }
+        Err(e) => tracing::warn!("SIGHUP: configuration not reloaded, the previous one stays in use: {e}"),
+    }
     if let Some(tls) = tls {
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
@@ -303,6 +315,7 @@ fn start_rest(
 }
 
 async fn run(
+    args: Args,
     config: DaemonConfig,
     tls: Option<rest::tls::TlsReloader>,
     inherited: Vec<(String, std::os::fd::OwnedFd)>,
@@ -398,7 +411,7 @@ async fn run(
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
-            _ = hup.recv() => reload_all(tls.as_ref()),
+            _ = hup.recv() => reload_all(&args, &registry, tls.as_ref()),
         }
     }
     systemd::notify(Notice::Stopping);

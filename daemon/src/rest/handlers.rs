@@ -99,6 +99,16 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let caller =
         Caller { door: conn.door, peer: conn.peer.as_ref(), authorization, client_cert: conn.client_cert.as_deref() };
+    // A password that takes a slow hash (bcrypt, SHA-crypt) is verified on a blocking
+    // thread, a few at a time, so wrong passwords cannot take the workers; a right one is
+    // remembered and the decision below finds it.
+    let grants = entry.grants();
+    if grants.needs_slow_verification(conn.door, authorization) {
+        static SLOW: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let header = authorization.map(<[u8]>::to_vec);
+        let _turn = SLOW.acquire().await;
+        let _ = web::block(move || grants.verify_slowly(header.as_deref())).await;
+    }
     if let Some(cn) = caller.client_cert {
         tracing::debug!(store = %entry.name, "REST caller with TLS client certificate CN={cn:?}");
     }
