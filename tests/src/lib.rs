@@ -8,6 +8,7 @@
 //! - [`fixtures`]: factories that give each case a fresh, not yet created store location
 //!   on a real backend (a temp directory for posixfs; real servers on loopback for the
 //!   remote backends as they arrive).
+//! - [`borg`]: borg 2 from the set-up venvs, run in a temp home.
 //! - [`daemon`]: a real `borgstored` process on a temp socket.
 //! - [`callers`]: the CLI and curl run as other local users against a daemon.
 //! - [`disk`]: a small tmpfs for full-disk tests, unmounted on drop.
@@ -22,6 +23,7 @@
 //!
 //! [`Backend`]: borgstore_daemon::Backend
 
+pub mod borg;
 pub mod callers;
 pub mod conformance;
 pub mod daemon;
