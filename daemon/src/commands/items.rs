@@ -73,14 +73,16 @@ command!(Delete -> (),
 /// soft-deleted twin and is purged once the store's quarantine window has passed
 /// (see [`crate::policy::quarantine`]).
 pub struct Quarantine {
-    /// The live item.
+    /// The item.
     pub name: String,
+    /// The soft-deleted item (it stays in quarantine).
+    pub deleted: bool,
 }
 
 command!(Quarantine -> (),
     access |c| item(&c.name),
-    need |c| Need::Quarantine(Item::engine(&c.name, false)),
-    apply |c, served| served.quarantine(|q, store| async move { q.engine(&store, &c.name).await }).await,
+    need |c| Need::Quarantine(Item::engine(&c.name, c.deleted)),
+    apply |c, served| served.quarantine(|q, store| async move { q.engine(&store, &c.name, c.deleted).await }).await,
     audit |c| Audited::new("quarantine", &[&c.name], None));
 
 /// Soft delete, undelete, change level or rename an item.

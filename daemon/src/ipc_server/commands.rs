@@ -110,14 +110,16 @@ async fn submit(store: &StoreHandle, op: Op, room: Room, who: Arc<Who>) -> Resul
     // A delete the caller's profile quarantines becomes a soft delete kept for the
     // store's window (borg's own soft delete of such an item too).
     let quarantined = match &op {
-        Op::Delete { name, deleted: false } | Op::Move { name, action: WireMove::Delete } => {
-            who.profile.quarantines(name).then(|| name.clone())
+        Op::Delete { name, deleted } => {
+            let letters = crate::policy::Item::engine(name, *deleted).letters_name();
+            who.profile.quarantines(&letters).then(|| (name.clone(), *deleted))
         }
+        Op::Move { name, action: WireMove::Delete } => who.profile.quarantines(name).then(|| (name.clone(), false)),
         _ => None,
     };
     let submit = Submit { store, room, who };
-    if let Some(name) = quarantined {
-        return submit.later(items::Quarantine { name }, ok).await;
+    if let Some((name, deleted)) = quarantined {
+        return submit.later(items::Quarantine { name, deleted }, ok).await;
     }
     Ok(match op {
         Op::Create => submit.later(lifecycle::Create, ok).await?,

@@ -51,13 +51,11 @@ impl Profile {
 
     /// Does a delete of `name` by this profile become a quarantined soft delete? Only
     /// where it may write but not delete: a read-only principal deletes nothing, not
-    /// even softly. An item already in quarantine (`.del`) is never quarantined again: deleting it
-    /// needs `D`.
+    /// even softly. Deleting an item that is soft-deleted already (`.del`) leaves it
+    /// where it is, in quarantine until its window has passed (borg's compact deletes
+    /// the archives its prune soft-deleted).
     pub fn quarantines(&self, name: &str) -> bool {
-        self.quarantine_days.is_some()
-            && !name.ends_with(crate::names::DEL_SUFFIX)
-            && !self.may_delete(name)
-            && self.permissions.check(name, "wW").is_ok()
+        self.quarantine_days.is_some() && !self.may_delete(name) && self.permissions.check(name, "wW").is_ok()
     }
 }
 

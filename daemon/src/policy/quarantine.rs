@@ -105,8 +105,13 @@ impl Quarantine {
         Ok(())
     }
 
-    /// Quarantine the live engine item `name` (its `.del` twin takes its place).
-    pub async fn engine(&self, store: &Store, name: &str) -> Result<()> {
+    /// Quarantine the live engine item `name` (its `.del` twin takes its place); with
+    /// `deleted`, the soft-deleted item stays in quarantine (written down if it was not).
+    pub async fn engine(&self, store: &Store, name: &str, deleted: bool) -> Result<()> {
+        if deleted {
+            let held = store.find(name, true).await?;
+            return self.keep(store, &held).await;
+        }
         let live = store.find(name, false).await?;
         let target = format!("{live}{DEL_SUFFIX}");
         if !self.make_room(store, &live, &target).await? {
@@ -115,14 +120,31 @@ impl Quarantine {
         self.append(&target, now())
     }
 
-    /// Quarantine the backend-level item `name` (REST).
+    /// Quarantine the backend-level item `name` (REST); a `.del` item stays in
+    /// quarantine (written down if it was not).
     pub async fn nested(&self, store: &Store, name: &str) -> Result<()> {
         crate::names::validate_name(name)?;
+        if name.ends_with(DEL_SUFFIX) {
+            return self.keep(store, name).await;
+        }
         let target = format!("{name}{DEL_SUFFIX}");
         if !self.make_room(store, name, &target).await? {
             store.nested().move_(name, &target).await?;
         }
         self.append(&target, now())
+    }
+
+    /// A delete of the soft-deleted `held` by a quarantining principal: it stays; the
+    /// ledger gets it when it does not have it (then its window starts now).
+    async fn keep(&self, store: &Store, held: &str) -> Result<()> {
+        if !store.backend().info(held).await?.exists {
+            return Err(Error::not_found(held));
+        }
+        let known = read_lines(&self.path).map_err(|e| ledger_error("read", e))?.iter().any(|l| l.name == held);
+        if !known {
+            self.append(held, now())?;
+        }
+        Ok(())
     }
 
     /// When `target` exists already: delete the live item if it holds the same bytes
