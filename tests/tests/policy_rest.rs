@@ -134,7 +134,10 @@ fn rest_users_from_htpasswd_get_their_rules_and_the_audit_log_records_them() {
     // Per principal in /-/metrics, labelled by the rules.
     let metrics = request(port, "GET", "/-/metrics", None, &[], b"").text();
     assert!(metrics.contains("borgstore_principal_calls{store=\"main\",principal=\"rest:backup\"}"), "{metrics}");
-    assert!(metrics.contains("borgstore_principal_refusals{store=\"main\",principal=\"rest:backup\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("borgstore_principal_refused_calls{store=\"main\",principal=\"rest:backup\"} 1"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("mallory"), "{metrics}");
 
     // The audit log: the calls that changed (or tried to change) the store.

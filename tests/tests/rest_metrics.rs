@@ -40,11 +40,19 @@ fn parse(text: &str) -> BTreeMap<(String, String), f64> {
         let (name, labels) = series.split_once('{').unwrap_or_else(|| panic!("no labels in {line:?}"));
         assert_eq!(Some(&name.to_string()), types.last(), "sample without its TYPE line: {line}");
         assert!(name.starts_with("borgstore_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-        let store = labels
+        let labels = labels
             .strip_prefix("store=\"")
             .and_then(|l| l.strip_suffix("\"}"))
-            .unwrap_or_else(|| panic!("labels other than store in {line:?}"));
-        let key = (name.to_string(), store.to_string());
+            .unwrap_or_else(|| panic!("no store label in {line:?}"));
+        // Per-principal counters have a second label: keyed "store/principal".
+        let store = match labels.split_once("\",principal=\"") {
+            Some((store, principal)) => {
+                assert!(name.starts_with("borgstore_principal_"), "a principal label on {line}");
+                format!("{store}/{principal}")
+            }
+            None => labels.to_string(),
+        };
+        let key = (name.to_string(), store);
         if let Some(prev) = &last {
             assert!(*prev < key, "samples out of order at {line}");
         }
@@ -115,7 +123,15 @@ async fn metrics_count_exactly_what_clients_did_per_store() {
     let other_counters: Vec<_> = m.iter().filter(|((k, s), _)| s == "other" && is_counter(k)).collect();
     assert!(other_counters.len() > 20, "{text}");
     assert!(other_counters.iter().all(|(_, v)| **v == 0.0), "{text}");
-    assert!(m.keys().all(|(_, s)| s == "main" || s == "other"));
+    assert!(m.keys().all(|(_, s)| matches!(s.split('/').next(), Some("main" | "other"))));
+    // Per principal: the calls on main were counted for the principals that made them,
+    // at least as many as the store counted.
+    let by_principal: f64 =
+        m.iter().filter(|((k, s), _)| k == "borgstore_principal_calls" && s.starts_with("main/")).map(|(_, v)| v).sum();
+    assert!(by_principal >= get("store_calls", "main") + get("delete_calls", "main"), "{text}");
+    // On other, the owner's one call: its create.
+    let other_calls = m.get(&("borgstore_principal_calls".to_string(), "other/owner".to_string()));
+    assert_eq!(other_calls, Some(&1.0), "{text}");
 
     // The same numbers as the stats over IPC.
     let ipc = main.stats().await.unwrap();

@@ -11,8 +11,9 @@
 //! `counter`, everything else `gauge`. Metrics are sorted by name, then store.
 //!
 //! Per principal, four counters carry a second label, the rule's label:
-//! `borgstore_principal_calls{store="main",principal="uid:1001"}`, `_bytes_in`,
-//! `_bytes_out` and `_refusals`. Labels come from the configured rules only, so
+//! `borgstore_principal_calls{store="main",principal="uid:1001"}`,
+//! `borgstore_principal_in_volume`, `borgstore_principal_out_volume` (value bytes) and
+//! `borgstore_principal_refused_calls`. Labels come from the configured rules only, so
 //! clients cannot make the output grow.
 
 use super::RestApp;
@@ -47,9 +48,7 @@ pub async fn respond(req: &HttpRequest, app: &RestApp) -> HttpResponse {
     for entry in app.registry.entries() {
         principals.push((entry.name.clone(), entry.principal_stats().await));
     }
-    let mut text = render(&stores);
-    text.push_str(&render_principals(&principals));
-    HttpResponse::Ok().content_type(CONTENT_TYPE).body(text)
+    HttpResponse::Ok().content_type(CONTENT_TYPE).body(render_with_principals(&stores, &principals))
 }
 
 /// The stats of every store, in store order, through each store's actor. A store whose
@@ -111,46 +110,41 @@ fn sample(value: StatValue) -> String {
 /// The exposition text for `stores` (name, stats). When two keys of one store sanitize
 /// to the same metric name, the first in key order wins.
 pub fn render(stores: &[(String, Stats)]) -> String {
-    let mut metrics: BTreeMap<String, BTreeMap<&str, StatValue>> = BTreeMap::new();
+    render_with_principals(stores, &[])
+}
+
+/// [`render`] plus the counters per principal of each store, all metrics in name order.
+pub fn render_with_principals(
+    stores: &[(String, Stats)],
+    principals: &[(String, BTreeMap<String, PrincipalStats>)],
+) -> String {
+    // metric name -> labels (as written) -> sample
+    let mut metrics: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (store, stats) in stores {
         for (key, value) in stats {
-            metrics.entry(metric_name(key)).or_default().entry(store.as_str()).or_insert(*value);
+            let labels = format!("store=\"{}\"", escape_label(store));
+            metrics.entry(metric_name(key)).or_default().entry(labels).or_insert_with(|| sample(*value));
+        }
+    }
+    let counters: [(&str, fn(&PrincipalStats) -> u64); 4] = [
+        ("principal_calls", |s| s.calls),
+        ("principal_in_volume", |s| s.bytes_in),
+        ("principal_out_volume", |s| s.bytes_out),
+        ("principal_refused_calls", |s| s.refusals),
+    ];
+    for (store, by_principal) in principals {
+        for (principal, stats) in by_principal {
+            for (key, value) in counters {
+                let labels = format!("store=\"{}\",principal=\"{}\"", escape_label(store), escape_label(principal));
+                metrics.entry(metric_name(key)).or_default().insert(labels, value(stats).to_string());
+            }
         }
     }
     let mut out = String::new();
     for (name, samples) in &metrics {
         let _ = writeln!(out, "# TYPE {name} {}", metric_type(name));
-        for (store, value) in samples {
-            let _ = writeln!(out, "{name}{{store=\"{}\"}} {}", escape_label(store), sample(*value));
-        }
-    }
-    out
-}
-
-/// The per-principal counters of every store.
-pub fn render_principals(stores: &[(String, BTreeMap<String, PrincipalStats>)]) -> String {
-    let mut out = String::new();
-    let metrics: [(&str, fn(&PrincipalStats) -> u64); 4] = [
-        ("calls", |s| s.calls),
-        ("bytes_in", |s| s.bytes_in),
-        ("bytes_out", |s| s.bytes_out),
-        ("refusals", |s| s.refusals),
-    ];
-    for (suffix, value) in metrics {
-        if stores.iter().all(|(_, p)| p.is_empty()) {
-            break;
-        }
-        let _ = writeln!(out, "# TYPE {PREFIX}principal_{suffix} counter");
-        for (store, principals) in stores {
-            for (principal, stats) in principals {
-                let _ = writeln!(
-                    out,
-                    "{PREFIX}principal_{suffix}{{store=\"{}\",principal=\"{}\"}} {}",
-                    escape_label(store),
-                    escape_label(principal),
-                    value(stats)
-                );
-            }
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
     out
