@@ -1009,6 +1009,110 @@ rest_password = "p"
     }
 
     #[test]
+    fn rules_parse_with_borg_modes_letters_and_maps_and_clear_errors() {
+        use crate::access::Match;
+        let cfg = DaemonConfig::from_toml(
+            r#"
+[stores.a]
+url = "file:///x"
+quota = 1000
+quarantine_days = 3
+permissions = "read-only"
+[[stores.a.rules]]
+name = "backup"
+uid = 1001
+permissions = "borgbackup-no-delete"
+quota = 500
+[[stores.a.rules]]
+rest_user = "admin"
+permissions = "lrwWD"
+[[stores.a.rules]]
+gid = 100
+quarantine = false
+[[stores.a.rules]]
+cert_cn = "host"
+permissions = { "" = "l", "data" = "lr" }
+[[stores.a.rules]]
+default = true
+"#,
+        )
+        .unwrap();
+        let a = &cfg.stores["a"];
+        assert_eq!(a.quarantine_days, Some(3));
+        let principals: Vec<_> = a.rules.iter().map(|r| r.principal.clone()).collect();
+        assert_eq!(
+            principals,
+            [
+                Match::Uid(1001),
+                Match::RestUser("admin".into()),
+                Match::Gid(100),
+                Match::CertCn("host".into()),
+                Match::Default
+            ]
+        );
+        let g = a.grants("a").unwrap();
+        let labels: Vec<&str> = g.rules.iter().map(|r| r.profile.name.as_str()).collect();
+        let owner = current_uid();
+        assert_eq!(labels, ["backup", "rest:admin", "gid:100", "cert:host", "default", "owner"], "owner last");
+        assert_eq!(g.rules.last().unwrap().principal, Match::Uid(owner));
+        let backup = &g.rules[0].profile;
+        assert_eq!((backup.quota, backup.quarantine_days), (Some(500), Some(3)));
+        assert!(backup.quarantines("packs/00/0011") && !backup.quarantines("keys/repokey"));
+        // A rule without permissions inherits the store's (read-only here); quarantine = false.
+        let group = &g.rules[2].profile;
+        assert!(group.permissions.check("data/x", "w").is_err() && group.quarantine_days.is_none());
+        assert!(g.rules[1].profile.permissions.check("x", "D").is_ok());
+        // With rules the store actor checks permissions, not the backend.
+        assert!(a.backend_permissions().unwrap().is_unrestricted());
+
+        for (rules, needle) in [
+            ("uid = 1\ngid = 2", "exactly one principal"),
+            ("permissions = \"no-delete\"", "exactly one principal"),
+            ("uid = 1\npermissions = \"everything\"", "neither a borg mode"),
+            ("uid = 1\npermissions = { \"\" = \"lx\" }", "letters"),
+            ("uid = 1\nname = \"\"", "name must be"),
+            ("uid = 1\nbogus = 1", "unknown field"),
+        ] {
+            let text = format!("[stores.a]\nurl = \"file:///x\"\nquota = 10\n[[stores.a.rules]]\n{rules}");
+            let e = DaemonConfig::from_toml(&text).unwrap_err();
+            assert!(e.message.contains(needle), "{rules:?}: {e}");
+        }
+        let e = DaemonConfig::from_toml("[stores.a]\nurl = \"file:///x\"\n[[stores.a.rules]]\nuid = 1\nquota = 5")
+            .unwrap_err();
+        assert!(e.message.contains("give the store a quota too"), "{e}");
+        let shared = "[stores.a]\nurl = \"file:///x\"\naudit = \"/tmp/a.jsonl\"\n[stores.b]\nurl = \"file:///y\"\naudit = \"/tmp/a.jsonl\"";
+        assert!(DaemonConfig::from_toml(shared).unwrap_err().message.contains("same audit file"));
+    }
+
+    #[test]
+    fn without_rules_the_older_keys_stand_for_them() {
+        use crate::access::Match;
+        let cfg = DaemonConfig::from_toml(
+            "[stores.a]\nurl = \"file:///x\"\nallow_uids = [7]\nallow_gids = [8]\nrest_username = \"u\"\nrest_password = \"p\"\npermissions = \"no-delete\"",
+        )
+        .unwrap();
+        let a = &cfg.stores["a"];
+        let g = a.grants("a").unwrap();
+        let principals: Vec<_> = g.rules.iter().map(|r| r.principal.clone()).collect();
+        let owner = current_uid();
+        assert_eq!(
+            principals,
+            [Match::Uid(owner), Match::Uid(7), Match::Gid(8), Match::RestUser("u".into()), Match::Default]
+        );
+        // The backend checks the letters exactly as Python's does; profiles are open.
+        assert!(!a.backend_permissions().unwrap().is_unrestricted());
+        assert!(g.rules.iter().all(|r| r.profile.permissions.is_unrestricted()));
+        // A quarantine moves the check to the store actor.
+        let q = DaemonConfig::from_toml(
+            "[stores.a]\nurl = \"file:///x\"\npermissions = \"no-delete\"\nquarantine_days = 1",
+        )
+        .unwrap();
+        let g = q.stores["a"].grants("a").unwrap();
+        assert!(q.stores["a"].backend_permissions().unwrap().is_unrestricted());
+        assert!(g.rules.iter().all(|r| r.profile.quarantines("packs/00/0011")));
+    }
+
+    #[test]
     fn default_store_when_nothing_configured() {
         let cfg = DaemonConfig::build(None, &Overrides::default()).unwrap();
         let d = &cfg.stores["default"];

@@ -134,8 +134,18 @@ fn presented(tls: &Tls) -> Vec<u8> {
 
 /// `GET path` on an open connection (kept alive): the status.
 fn get(tls: &mut Tls, path: &str) -> Result<u16, String> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {ACCEPT}\r\n\r\n");
-    tls.write_all(req.as_bytes()).and_then(|_| tls.flush()).map_err(|e| format!("write: {e}"))?;
+    send(tls, "GET", path, b"")
+}
+
+/// `METHOD path` with `body` on an open connection (kept alive): the status.
+fn send(tls: &mut Tls, method: &str, path: &str, body: &[u8]) -> Result<u16, String> {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {ACCEPT}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    tls.write_all(&req).and_then(|_| tls.flush()).map_err(|e| format!("write: {e}"))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -415,4 +425,54 @@ fn borg2_over_https() {
         server.log_text()
     );
     assert!(server.store_path().join("config").is_dir(), "no repository in the store");
+}
+
+#[test]
+fn a_client_certificate_names_its_principal_and_picks_its_rule() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let (cert, key) = install(pki.path(), &ca.server("server"));
+    let ca_file = write(pki.path(), "clients.pem", &clients.pem());
+    let port = free_port();
+    let root = pki.path();
+    let config = write(
+        root,
+        "borgstored.toml",
+        &format!(
+            r#"
+rest = "127.0.0.1:{port}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+tls_client_ca = "{ca}"
+[stores.main]
+url = "file://{root}/main"
+create = true
+[[stores.main.rules]]
+cert_cn = "backup-host"
+permissions = "no-delete"
+[[stores.main.rules]]
+cert_cn = "admin-host"
+"#,
+            cert = cert.display(),
+            key = key.display(),
+            ca = ca_file.display(),
+            root = root.display()
+        ),
+    );
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &["--config", s(&config)], &[]);
+    wait_port(port, "borgstored over TLS", &d.log);
+    let as_ = |cn: &str| client_config(&ca.pem(), Some(&clients.client(cn)));
+    // No password anywhere: the certificate is the principal.
+    let mut backup = connect(port, &as_("backup-host")).unwrap();
+    assert_eq!(send(&mut backup, "POST", "/main/data/0001", b"v1"), Ok(200));
+    assert_eq!(send(&mut backup, "POST", "/main/data/0001", b"v2"), Ok(403), "no-delete cannot overwrite");
+    assert_eq!(send(&mut backup, "DELETE", "/main/data/0001", b""), Ok(403), "no-delete cannot delete");
+    assert_eq!(get(&mut backup, "/main/data/0001"), Ok(200));
+    let mut admin = connect(port, &as_("admin-host")).unwrap();
+    assert_eq!(send(&mut admin, "DELETE", "/main/data/0001", b""), Ok(200));
+    // A certificate from the right CA whose name no rule has: refused.
+    let mut stranger = connect(port, &as_("stranger")).unwrap();
+    assert_eq!(get(&mut stranger, "/main/data/"), Ok(403));
+    assert!(!root.join("main/data/0001").exists());
 }

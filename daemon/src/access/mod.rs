@@ -278,7 +278,8 @@ impl Grants {
     /// in anybody it was not meant for: TCP needs credentials unless the store is
     /// declared public there. The error names the store and the fixes.
     pub fn check_listener(&self, door: Door) -> Result<()> {
-        if door != Door::Rest || !self.serve_on.contains(&door) || self.users.is_some() {
+        let by_cert = self.rules.iter().any(|r| matches!(r.principal, Match::CertCn(_)));
+        if door != Door::Rest || !self.serve_on.contains(&door) || self.users.is_some() || by_cert {
             return Ok(());
         }
         if self.public_on.contains(&door) {
@@ -426,6 +427,43 @@ mod tests {
         g.serve_on.remove(&Door::Rest);
         g.public_on.remove(&Door::Rest);
         assert!(g.check_listener(Door::Rest).is_ok(), "a store kept off TCP needs nothing there");
+    }
+
+    fn profile(name: &str, letters: &str) -> Arc<Profile> {
+        let perms = crate::backends::posixfs::Permissions::new([(String::new(), letters.to_string())].into()).unwrap();
+        Arc::new(Profile { name: name.into(), permissions: perms, quota: None, quarantine_days: None, owner: false })
+    }
+
+    #[test]
+    fn the_first_matching_rule_gives_the_profile_and_no_rule_no_access() {
+        let mut g = grants();
+        g.allow_uids.clear();
+        g.allow_gids.clear();
+        g.users = Some(Arc::new(users::UserDb::from_legacy("alice", "pw")));
+        g.rules = vec![
+            Rule { principal: Match::Uid(1001), profile: profile("first", "lr") },
+            Rule { principal: Match::Gid(100), profile: profile("group", "lrw") },
+            Rule { principal: Match::RestUser("alice".into()), profile: profile("alice", "lrwWD") },
+            Rule { principal: Match::CertCn("host".into()), profile: profile("host", "l") },
+        ];
+        let name = |r: std::result::Result<Principal, Refusal>| r.map(|p| p.profile.name.clone());
+        // uid 1001 is in group 100 too: the first rule wins.
+        assert_eq!(name(on(Door::Socket, Some(&peer(1001, 100, &[])), None, &g)), Ok("first".into()));
+        assert_eq!(name(on(Door::Socket, Some(&peer(7, 1, &[100])), None, &g)), Ok("group".into()));
+        // A uid no rule names is not let in; nor is one granted only by a REST user.
+        assert!(matches!(on(Door::Socket, Some(&peer(7, 1, &[])), None, &g), Err(Refusal::NotGranted(_))));
+        let good = basic("alice", "pw");
+        assert_eq!(name(on(Door::Rest, None, Some(&good), &g)), Ok("alice".into()));
+        assert_eq!(on(Door::Rest, None, Some(&basic("alice", "x")), &g).map(|_| ()), Err(Refusal::Unauthenticated));
+        // A verified certificate a rule names stands for the password.
+        let cert = Caller { door: Door::Rest, peer: None, authorization: None, client_cert: Some("host") };
+        assert_eq!(name(g.decide(&cert)), Ok("host".into()));
+        let other = Caller { client_cert: Some("other"), ..cert };
+        assert_eq!(g.decide(&other).map(|_| ()), Err(Refusal::Unauthenticated));
+        // A store whose only TCP principals are certificates may be on TCP.
+        g.users = None;
+        assert!(g.check_listener(Door::Rest).is_ok());
+        assert!(matches!(g.decide(&other), Err(Refusal::NotGranted(_))));
     }
 
     #[test]
