@@ -189,3 +189,49 @@ create = true
     assert_eq!(own.as_array().map(Vec::len), Some(1), "{own}");
     assert_eq!(own[0]["principal"], "backup");
 }
+
+/// A connection keeps its principal while the store's rules stay the same; a SIGHUP
+/// that changes them applies to the next request on the same connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_reaches_connections_that_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let config = root.join("borgstored.toml");
+    let write = |letters: &str| {
+        let uid = nix::unistd::getuid().as_raw();
+        let text = format!(
+            "[stores.main]\nurl = \"file://{}/main\"\ncreate = true\n[[stores.main.rules]]\nuid = {uid}\npermissions = \"{letters}\"\n",
+            root.display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("lr");
+    let d = Daemon::start_in(dir, &["--config", config.to_str().unwrap()], &[]);
+    let client = d.client("main").await;
+    let e = client.store("data/0001", b"x".to_vec()).await.unwrap_err();
+    assert_eq!(e.kind, borgstore_ipc::ErrorKind::PermissionDenied, "{e}");
+    write("lrw");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let start = Instant::now();
+    while client.store("data/0001", b"x".to_vec()).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the reload never reached the open connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.load("data/0001", 0, None, false).await.unwrap(), b"x");
+    // And back: the same connection is refused again.
+    write("lr");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let start = Instant::now();
+    for i in 0.. {
+        // A new name each time: only the rule can refuse it.
+        match client.store(&format!("data/n{i}"), b"y".to_vec()).await {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e.kind, borgstore_ipc::ErrorKind::PermissionDenied, "{e}");
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the second reload never reached the connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -31,9 +31,40 @@ pub enum Dispatched {
     Listing(Pending<Lister>),
 }
 
+/// The principals already decided on one connection, per store: the peer cannot change
+/// during a connection, so the decision holds while the store's grants stay the same (a
+/// reload replaces them, and the next request decides again).
+#[derive(Default)]
+pub struct Decided {
+    entries: Vec<(Arc<crate::access::Grants>, Arc<Who>)>,
+}
+
+impl Decided {
+    /// At most this many stores are remembered per connection.
+    const MAX: usize = 16;
+
+    fn get(&self, grants: &Arc<crate::access::Grants>) -> Option<Arc<Who>> {
+        self.entries.iter().find(|(g, _)| Arc::ptr_eq(g, grants)).map(|(_, w)| w.clone())
+    }
+
+    fn remember(&mut self, grants: Arc<crate::access::Grants>, who: Arc<Who>) {
+        self.entries.retain(|(g, _)| g.store != grants.store);
+        if self.entries.len() >= Self::MAX {
+            self.entries.remove(0);
+        }
+        self.entries.push((grants, who));
+    }
+}
+
 /// Judge `request` and hand its command to the store; `room` goes with the command and
-/// is given back when it is done.
-pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, room: Room) -> Dispatched {
+/// is given back when it is done. `decided` keeps this connection's principals.
+pub async fn dispatch(
+    registry: &Registry,
+    peer: &LocalPeer,
+    decided: &mut Decided,
+    request: Request,
+    room: Room,
+) -> Dispatched {
     let caller = Caller { door: Door::Socket, peer: Some(peer), authorization: None, client_cert: None };
     match request.op {
         Op::Ping => return Dispatched::Now(Reply::Pong),
@@ -55,8 +86,17 @@ pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, r
     let Some(entry) = registry.get(&request.store) else {
         return not_here();
     };
-    let principal = match entry.decide(&caller) {
-        Ok(p) => p,
+    let grants = entry.grants();
+    let who = match decided.get(&grants) {
+        Some(who) => Ok(who),
+        None => grants.decide(&caller).map(|p| {
+            let who = p.who(Door::Socket);
+            decided.remember(grants.clone(), who.clone());
+            who
+        }),
+    };
+    let who = match who {
+        Ok(w) => w,
         Err(Refusal::NotServedHere) => return not_here(),
         Err(refusal) => {
             let why = match refusal {
@@ -75,7 +115,6 @@ pub async fn dispatch(registry: &Registry, peer: &LocalPeer, request: Request, r
             "only the daemon's own user may configure a store's cache",
         )));
     }
-    let who = principal.who(Door::Socket);
     if matches!(request.op, Op::PrincipalStats) {
         return Dispatched::Now(principal_stats(entry, &who).await);
     }

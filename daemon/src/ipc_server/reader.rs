@@ -70,6 +70,7 @@ pub async fn read_requests<R>(
     let connection_budget = Budget::new(limits::PER_CONNECTION);
     let daemon_budget = registry.budget().clone();
     let mut lists = JoinSet::new();
+    let mut decided = super::commands::Decided::default();
     let refuse = |e: FrameError| Outgoing::Ready(Response { id: 0, body: Reply::Err(Error::from(e)) });
     loop {
         let next = tokio::select! {
@@ -131,7 +132,7 @@ pub async fn read_requests<R>(
         }
         let id = request.id;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let sent = match dispatch(registry, peer, request, room).await {
+        let sent = match dispatch(registry, peer, &mut decided, request, room).await {
             Dispatched::Now(body) => tx.send(Outgoing::Ready(Response { id, body })).await.is_ok(),
             Dispatched::Later(answer) => tx.send(Outgoing::Pending(id, answer, permit)).await.is_ok(),
             Dispatched::Listing(lister) => {

@@ -113,6 +113,9 @@ pub fn render(stores: &[(String, Stats)]) -> String {
     render_with_principals(stores, &[])
 }
 
+/// One counter of a principal's stats.
+type Counter = fn(&PrincipalStats) -> u64;
+
 /// [`render`] plus the counters per principal of each store, all metrics in name order.
 pub fn render_with_principals(
     stores: &[(String, Stats)],
@@ -126,7 +129,7 @@ pub fn render_with_principals(
             metrics.entry(metric_name(key)).or_default().entry(labels).or_insert_with(|| sample(*value));
         }
     }
-    let counters: [(&str, fn(&PrincipalStats) -> u64); 4] = [
+    let counters: [(&str, Counter); 4] = [
         ("principal_calls", |s| s.calls),
         ("principal_in_volume", |s| s.bytes_in),
         ("principal_out_volume", |s| s.bytes_out),
