@@ -33,6 +33,7 @@
 //!   `borgstore-server-rest`; requests go through the same store actors.
 //! - [`audit`]: the per-store audit log (JSON Lines, one writer thread, group commit,
 //!   rotation, crash repair) the store actors record mutating commands in.
+//! - [`reload`]: what SIGHUP reloads in both binaries.
 //! - [`config`]: the TOML file and flags; [`systemd`]: notify and socket activation.
 
 pub mod access;
@@ -47,6 +48,7 @@ pub mod limits;
 pub mod memory;
 pub mod names;
 pub mod policy;
+pub mod reload;
 pub mod rest;
 pub mod store;
 pub mod systemd;

@@ -184,6 +184,31 @@ fn sighup(pid: u32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
 }
 
+/// `borgstored` with store `alpha` (bob:builder) on a TLS rest listener, with the
+/// certificate installed in `pki`: its port and the daemon.
+fn tls_daemon(pki: &Path) -> (u16, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (cert, key) = (pki.join("server.pem"), pki.join("server.key"));
+    let store = format!("alpha=file://{}/alpha", dir.path().display());
+    let rest = format!("127.0.0.1:{port}");
+    let args = [
+        "--store",
+        &store,
+        "--rest",
+        &rest,
+        "--rest-auth",
+        "alpha=bob:builder",
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+    ];
+    let d = Daemon::start_in(dir, &args, &[]);
+    wait_port(port, "borgstored --rest", &d.log);
+    (port, d)
+}
+
 /// `borgstore-server-rest` over TLS with `extra` flags; credentials client:secret.
 fn tls_server(dir: &Path, leaf: &Leaf, extra: &[&str]) -> RestServer {
     let (cert, key) = install(dir, leaf);
@@ -207,32 +232,11 @@ fn python_client_over_https_to_the_server_and_the_daemon_mount() {
     assert!(server.log_text().contains(&format!("https://127.0.0.1:{}/", server.port)), "{}", server.log_text());
 
     // borgstored: a store under its per-store mount; store, load, list, delete...
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
-    let store = format!("alpha=file://{}/alpha", dir.path().display());
-    let rest = format!("127.0.0.1:{port}");
-    let d = Daemon::start_in(
-        dir,
-        &[
-            "--store",
-            &store,
-            "--rest",
-            &rest,
-            "--rest-auth",
-            "alpha=bob:builder",
-            "--tls-cert",
-            s(&cert),
-            "--tls-key",
-            s(&key),
-        ],
-        &[],
-    );
-    wait_port(port, "borgstored --rest", &d.log);
+    let (port, d) = tls_daemon(pki.path());
     let url = format!("https://bob:builder@127.0.0.1:{port}/alpha/");
     let out = run_ok(Version::V070, "rest_client_suite.py", &["store", &url], &env);
     assert!(out.lines().any(|l| l.starts_with("OK store ")), "no OK line:\n{out}");
-    assert!(d.log_text().contains(&format!("REST on https://{rest}/")), "{}", d.log_text());
+    assert!(d.log_text().contains(&format!("REST on https://127.0.0.1:{port}/")), "{}", d.log_text());
 
     // The same client not trusting our CA is refused by its own verification.
     let other = write(pki.path(), "other-ca.pem", &Ca::new("other CA").pem());
@@ -333,27 +337,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     assert!(server.alive(), "SIGHUP killed borgstore-server-rest");
 
     // borgstored: the same, on its rest listener.
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
-    let store = format!("alpha=file://{}/alpha", dir.path().display());
-    let d = Daemon::start_in(
-        dir,
-        &[
-            "--store",
-            &store,
-            "--rest",
-            &format!("127.0.0.1:{port}"),
-            "--rest-auth",
-            "alpha=bob:builder",
-            "--tls-cert",
-            s(&cert),
-            "--tls-key",
-            s(&key),
-        ],
-        &[],
-    );
-    wait_port(port, "borgstored --rest", &d.log);
+    let (port, d) = tls_daemon(pki.path());
     check(&|| d.log_text(), port, d.child.id(), "/alpha/");
     let mut d = d;
     assert!(d.child.try_wait().unwrap().is_none(), "SIGHUP killed borgstored");

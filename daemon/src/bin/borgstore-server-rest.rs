@@ -281,26 +281,10 @@ fn load_tls(args: &Args) -> Result<Option<TlsReloader>, String> {
 // ---- SIGHUP: reload -------------------------------------------------------------------
 // One function does everything a SIGHUP reloads; add further reloads here.
 
-/// Reload what can be reloaded at run time. Each part that fails keeps what it had and
-/// logs a warning; the server goes on serving.
+/// Reload what can be reloaded at run time (see [`borgstore_daemon::reload`]).
 fn reload_all(args: &Args, registry: &Registry, tls: Option<&TlsReloader>) {
-    tracing::info!("SIGHUP: reloading");
-    // The htpasswd file: the store's users. A file with an error changes nothing.
-    match config(args).and_then(|c| registry.reload(&c).map_err(|e| e.message)) {
-        Ok(notes) => {
-            for note in notes {
-                tracing::warn!("SIGHUP: {note}");
-            }
-            tracing::info!("SIGHUP: users reloaded");
-        }
-        Err(e) => tracing::warn!("SIGHUP: users not reloaded, the previous ones stay in use: {e}"),
-    }
-    if let Some(tls) = tls {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
-            Err(e) => tracing::warn!("SIGHUP: TLS not reloaded, the previous certificate stays in use: {e}"),
-        }
-    }
+    // The htpasswd file: the store's users.
+    borgstore_daemon::reload::reload_all(registry, config(args), "users", tls);
 }
 // ---- end of SIGHUP --------------------------------------------------------------------
 

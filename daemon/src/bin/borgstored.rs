@@ -227,28 +227,12 @@ fn load_tls(config: &DaemonConfig) -> Result<Option<rest::tls::TlsReloader>, Str
 // ---- SIGHUP: reload -------------------------------------------------------------------
 // One function does everything a SIGHUP reloads; add further reloads (config, ...) here.
 
-/// Reload what can be reloaded at run time. Each part that fails keeps what it had and
-/// logs a warning; the daemon goes on serving.
+/// Reload what can be reloaded at run time (see [`borgstore_daemon::reload`]).
 fn reload_all(args: &Args, registry: &Registry, tls: Option<&rest::tls::TlsReloader>) {
-    tracing::info!("SIGHUP: reloading");
     // The config file (and the htpasswd files it names): rules, users, doors,
-    // quarantine and audit logs of the running stores. A config with an error changes
-    // nothing.
-    match load_config(args).map_err(|e| e.to_string()).and_then(|(c, _)| registry.reload(&c).map_err(|e| e.message)) {
-        Ok(notes) => {
-            for note in notes {
-                tracing::warn!("SIGHUP: {note}");
-            }
-            tracing::info!("SIGHUP: configuration reloaded");
-        }
-        Err(e) => tracing::warn!("SIGHUP: configuration not reloaded, the previous one stays in use: {e}"),
-    }
-    if let Some(tls) = tls {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded from {}", tls.files().cert.display()),
-            Err(e) => tracing::warn!("SIGHUP: TLS not reloaded, the previous certificate stays in use: {e}"),
-        }
-    }
+    // quarantine and audit logs of the running stores.
+    let config = load_config(args).map(|(c, _)| c);
+    borgstore_daemon::reload::reload_all(registry, config, "configuration", tls);
 }
 // ---- end of SIGHUP --------------------------------------------------------------------
 
