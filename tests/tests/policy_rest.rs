@@ -299,3 +299,50 @@ fn keep_alive_get(sock: &mut std::net::TcpStream, req: &[u8]) -> Option<u16> {
     sock.read_exact(&mut body).ok()?;
     Some(status)
 }
+
+/// `borgstore-server-rest --htpasswd FILE`: its users, a bad file refused at start, the
+/// file read again on SIGHUP (a broken one keeps the users loaded before).
+#[test]
+fn the_rest_server_takes_its_users_from_an_htpasswd_file_and_reloads_it() {
+    use borgstore_tests::rest::{Impl, RestServer};
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("users.htpasswd");
+    htpasswd(&file, &[BACKUP, ADMIN]);
+    let server = RestServer::start(Impl::Ours, &["--htpasswd", file.to_str().unwrap()]);
+    let port = server.port;
+    let create = request(port, "POST", "/?cmd=create", Some(ADMIN), &[], b"");
+    status(&create, 200, "admin creates");
+    status(&request(port, "POST", "/data/x", Some(BACKUP), &[], b"v"), 200, "backup stores");
+    status(&request(port, "GET", "/data/x", Some(("backup", "wrong")), &[], b""), 401, "wrong password");
+    status(&request(port, "GET", "/data/x", None, &[], b""), 401, "no credentials");
+
+    // A changed file on SIGHUP: carol in, backup out.
+    htpasswd(&file, &[ADMIN, CAROL]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.child.id() as i32), nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request(port, "GET", "/data/x", Some(CAROL), &[], b"").status != 200 {
+        assert!(Instant::now() < deadline, "carol never got in:\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    status(&request(port, "GET", "/data/x", Some(BACKUP), &[], b""), 401, "backup after the reload");
+    // A broken file keeps carol.
+    std::fs::write(&file, "carol:$apr1$abc$def\n").unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.child.id() as i32), nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_text().contains("users not reloaded") {
+        assert!(Instant::now() < deadline, "no warning:\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    status(&request(port, "GET", "/data/x", Some(CAROL), &[], b""), 200, "carol after a broken reload");
+
+    // A file with an unsupported hash is refused at start, naming the line, not the hash.
+    let out = Command::new(borgstore_tests::daemon::binary("borgstore-server-rest"))
+        .args(["--backend", "file:///nonexistent", "--htpasswd", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && !err.contains("$apr1$abc"), "{err}");
+}
