@@ -69,6 +69,9 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// The stores of the one bench daemon: name and fsync mode. `rest` is the only one on
 /// the REST listener (with Basic auth); the others are served on the Unix socket only.
+/// The store whose caller has a restricted profile (see [`BenchDaemon::start`]).
+pub const PROFILED: &str = "profiled";
+
 pub const STORES: [(&str, FsyncMode); 7] = [
     ("small", FsyncMode::Off),
     ("big", FsyncMode::Off),
@@ -111,6 +114,20 @@ impl BenchDaemon {
                 args.push(format!("{name}=socket"));
             }
         }
+        // A store whose only caller (the bench, the daemon's own uid) has a profile the
+        // store actor checks: letters without W, so every store of a new item also asks
+        // whether it exists (Python's 'w' rule), as a no-delete backup client's do.
+        let config = dir.path().join("bench.toml");
+        let uid = nix::unistd::getuid().as_raw();
+        let toml = format!(
+            "[stores.{PROFILED}]\nurl = \"file://{}/{PROFILED}\"\nfsync = \"off\"\nserve_on = [\"socket\"]\n\
+             [stores.{PROFILED}.namespaces.\"data/\"]\nlevels = [2]\n[stores.{PROFILED}.namespaces.\"\"]\nlevels = [0]\n\
+             [[stores.{PROFILED}.rules]]\nuid = {uid}\npermissions = \"lrwD\"\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, toml).unwrap();
+        args.push("--config".to_string());
+        args.push(config.display().to_string());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let daemon = Daemon::start_in(dir, &refs, &[]);
         borgstore_tests::rest::wait_port(rest_port, "borgstored REST", &daemon.log);

@@ -8,7 +8,7 @@
 //! one request at a time), and raw file ops on 16 threads (16 clients). It also records
 //! the daemon's memory before and after 64 concurrent clients.
 
-use crate::common::{keys, make_dirs_for, rss_kib, BenchDaemon, Mode, Rates, Results, OPS};
+use crate::common::{keys, make_dirs_for, rss_kib, BenchDaemon, Mode, Rates, Results, OPS, PROFILED};
 use crate::limits::{raw_fs, settle_writes, socket_pairs, socket_rtt};
 use borgstore_client::{Client, ClientOptions};
 use borgstore_daemon::backends::durability::FsyncMode;
@@ -192,6 +192,8 @@ pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
         let engine = engine_run(size, n, passes).await;
         let (ipc1, rtt1) = daemon_run(d, store, (size, n, passes), 1, true).await;
         let (ipc16, _) = daemon_run(d, store, (size, n, passes), 16, false).await;
+        let profiled =
+            if size == 4096 { Some(daemon_run(d, PROFILED, (size, n, passes), 1, true).await) } else { None };
         let python = python_run(size, n, passes);
         // One client waits a round trip per request (list: one call for all n items).
         let lim1 = |op: &str| {
@@ -221,6 +223,24 @@ pub async fn section(d: &BenchDaemon, mode: Mode, res: &mut Results) {
         println!("(limits: in-process = raw file ops, 1 thread; IPC 1 cl. = 1 / (socket round trip + raw op),");
         println!(" the round trip measured right before and after each op's run: mean of the two,");
         println!(" list: one round trip for all items; IPC 16 cl. = raw file ops on 16 threads, list: as 1 cl.)");
+        if let Some((p, prtt)) = &profiled {
+            // The same limit, from the round trips measured beside this run.
+            let limp = |op: &str| 1.0 / (prtt[op] + 1.0 / raw1[op]);
+            println!("restricted profile (letters lrwD, checked by the store actor before each command):");
+            println!("{:<7} {:>11} {:>9} {:>6} {:>13}", "op", "IPC 1 cl.", "limit", "ratio", "/ unrestricted");
+            for op in ["store", "load", "info", "delete"] {
+                println!(
+                    "{op:<7} {:>11.0} {:>9.0} {:>6.2} {:>13.2}",
+                    p[op],
+                    limp(op),
+                    p[op] / limp(op),
+                    p[op] / ipc1[op]
+                );
+                res.set(format!("ipc1prof/4k/{op}"), p[op]);
+                res.set(format!("ipc1proflim/4k/{op}"), limp(op));
+            }
+            println!("(store without W: one existence check per new item, as Python's 'w' rule asks)");
+        }
         if size == 4096 {
             // 16 clients share two cores with the daemon: each request costs both sides
             // a wake-up, whatever the file system does.

@@ -56,6 +56,20 @@ fn list() -> Vec<Target> {
             0.7,
         ));
     }
+    // A restricted profile: reads at the same floor; a store without W pays one
+    // existence check, which may cost at most a fifth of the unrestricted rate.
+    t.push(at_least(
+        "IPC 1 client load 4 KiB, restricted profile >= 0.7 x 1/(rtt + raw)",
+        "ipc1prof/4k/load",
+        "ipc1proflim/4k/load",
+        0.7,
+    ));
+    t.push(at_least(
+        "IPC 1 client store 4 KiB, restricted profile >= 0.8 x unrestricted",
+        "ipc1prof/4k/store",
+        "ipc1/4k/store",
+        0.8,
+    ));
     // For 8 MiB the floor is a round trip that moves 8 MiB, not 64 bytes.
     t.push(at_least(
         "IPC 1 client load 8 MiB >= 0.7 x 1/(8 MiB rtt + raw)",
