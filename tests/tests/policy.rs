@@ -160,6 +160,11 @@ create = true
     assert!(String::from_utf8_lossy(&why.stderr).contains("Quota exceeded"));
     assert!(!main.join("data/big").exists());
     cli_ok(&d, Who::Root, "main", &["store", "data/big"], Some(&big));
+    // A defrag writes too: the share holds for it (REST, the backup client's own item).
+    let sources = br#"[["data/0002.del", 0, 6]]"#;
+    let defrag = curl(&rest_sock, b, "POST", "/main/?cmd=defrag&target=data/copy", None, Some(sources));
+    assert_eq!(defrag.status, 507, "{:?}", defrag.text());
+    assert!(!main.join("data/copy").exists());
 
     // Inside the window nothing is purged; the daemon's own user may restore.
     set_clock(&clock, 13 * DAY);

@@ -182,7 +182,8 @@ command!(Defrag -> String,
     audit |c| Audited::new("defrag", &defrag_names(&c.sources, &c.target), None));
 
 /// Defrag reads its sources and writes its target: `r` on each source and, for the
-/// target, the letters of a new item (a hashed name is new, or the same bytes again).
+/// target, the letters of a new item (a hashed name is new, or the same bytes again),
+/// and room in the quota share for the bytes it writes.
 fn defrag_need<'a>(sources: &'a [Source], target: &'a DefragTarget) -> Need<'a> {
     let mut names: Vec<std::borrow::Cow<'a, str>> = sources.iter().map(|s| s.name.as_str().into()).collect();
     names.dedup();
@@ -190,7 +191,8 @@ fn defrag_need<'a>(sources: &'a [Source], target: &'a DefragTarget) -> Need<'a> 
         DefragTarget::Name(n) => n.clone(),
         DefragTarget::Hashed { namespace, .. } => format!("{}/0", namespace.trim_end_matches('/')),
     };
-    Need::All(vec![("r", names), ("wW", vec![target.into()])])
+    let size = sources.iter().fold(0u64, |sum, s| sum.saturating_add(s.size));
+    Need::All(vec![("r", names), ("wW", vec![target.into()])], size)
 }
 
 fn defrag_names<'a>(sources: &'a [Source], target: &'a DefragTarget) -> Vec<&'a str> {

@@ -64,10 +64,12 @@ need |c| {
         (DefragName::Hash(_), Some(ns)) => format!("{ns}/0"),
         (DefragName::Hash(_), None) => "0".to_string(),
     };
-    Need::All(vec![
+    let size = c.sources.iter().fold(0u64, |sum, s| sum.saturating_add(s.size));
+    let groups = vec![
         ("r", source_names(&c.sources, c.namespace.as_deref(), c.deleted)),
         ("wW", vec![Cow::Owned(target)]),
-    ])
+    ];
+    Need::All(groups, size)
 },
 apply |c, served| served.open().await?.defrag(&c.sources, c.target, c.namespace.as_deref(), c.deleted).await,
 audit |c| {

@@ -62,8 +62,9 @@ pub enum Need<'a> {
     Owner,
     /// One of `letters` on each of the names.
     Letters(&'static str, Vec<Cow<'a, str>>),
-    /// Each group's letters on each of its names (defrag: read these, write that).
-    All(Vec<(&'static str, Vec<Cow<'a, str>>)>),
+    /// Each group's letters on each of its names, and room for `size` new bytes in the
+    /// profile's quota share (defrag: read these, write that many bytes there).
+    All(Vec<(&'static str, Vec<Cow<'a, str>>)>, u64),
     /// Store `size` bytes as the item: `W`, or `w` for an item that does not exist yet;
     /// and room in the profile's quota share.
     Write {
@@ -109,8 +110,9 @@ pub async fn admit(need: &Need<'_>, who: &Who, served: &Served) -> Result<()> {
     match need {
         Need::Nothing | Need::Owner => Ok(()),
         Need::Letters(letters, names) => names.iter().try_for_each(|n| perms.check(n, letters)),
-        Need::All(groups) => {
-            groups.iter().try_for_each(|(letters, names)| names.iter().try_for_each(|n| perms.check(n, letters)))
+        Need::All(groups, size) => {
+            groups.iter().try_for_each(|(letters, names)| names.iter().try_for_each(|n| perms.check(n, letters)))?;
+            within_share(who, served, *size).await
         }
         Need::Write { item, size } => {
             may_write(who, served, item).await?;
