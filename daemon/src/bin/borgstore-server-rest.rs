@@ -83,19 +83,8 @@ struct Args {
     /// systemd socket activation the next connection starts the server again.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     idle_timeout: u64,
-    /// Speak HTTPS only on the TCP listener, with this PEM certificate chain (leaf
-    /// first; with --tls-key). SIGHUP reloads the certificate, key and client CA files
-    /// without dropping open connections; a reload that fails keeps the old ones and
-    /// logs a warning. Not with --stdio; a Unix socket from systemd stays plain HTTP.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Ask every client for a certificate signed by a CA in this PEM bundle (mTLS);
-    /// clients without one are refused in the handshake. Needs --tls-cert.
-    #[arg(long, value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    tls: borgstore_daemon::rest::tls::TlsArgs,
     /// Log filter (tracing EnvFilter syntax) [env: RUST_LOG; default: info].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -190,9 +179,9 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         rest_socket: None,
         rest_max_body: args.max_body,
         rest_metrics: false,
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-        tls_client_ca: args.tls_client_ca.clone(),
+        tls_cert: args.tls.cert.clone(),
+        tls_key: args.tls.key.clone(),
+        tls_client_ca: args.tls.client_ca.clone(),
         max_in_flight: args.max_in_flight,
         stores: BTreeMap::from([("rest".to_string(), store)]),
         state_dir: borgstore_daemon::config::default_state_dir(),
@@ -266,9 +255,9 @@ fn main() {
 /// The TLS files, loaded and checked (None: plain HTTP).
 fn load_tls(args: &Args) -> Result<Option<TlsReloader>, String> {
     let files = TlsFiles::from_settings(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
+        args.tls.cert.as_deref(),
+        args.tls.key.as_deref(),
+        args.tls.client_ca.as_deref(),
         rest::tls::FLAG_NAMES,
     )?;
     let Some(files) = files else { return Ok(None) };

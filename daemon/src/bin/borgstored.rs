@@ -88,21 +88,8 @@ struct Args {
     /// It needs no credentials: bind --rest to loopback or guard the path with nginx.
     #[arg(long)]
     rest_metrics: bool,
-    /// Speak HTTPS only on --rest, with this PEM certificate chain (leaf first; with
-    /// --tls-key). SIGHUP reloads the certificate, key and client CA files without
-    /// dropping open connections; a reload that fails keeps the old ones and logs a
-    /// warning. The REST Unix socket stays plain HTTP. Config file: tls_cert.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert. Config file: tls_key.
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Ask every HTTPS client for a certificate signed by a CA in this PEM bundle (mTLS);
-    /// clients without one are refused in the handshake. The subject CN of the client's
-    /// certificate is handed to the access decision. Needs --tls-cert. Config file:
-    /// tls_client_ca.
-    #[arg(long, value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    tls: borgstore_daemon::rest::tls::TlsArgs,
     /// Log filter (tracing EnvFilter syntax), e.g. info or borgstore_daemon=debug [env: RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -174,7 +161,7 @@ fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String
             let (user, password, file, made) = config::default_rest_credentials()
                 .map_err(|e| format!("cannot keep the REST credentials of the default store: {e}"))?;
             rest_auth.push(format!("{}={user}:{password}", config::DEFAULT_STORE));
-            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+            let scheme = if args.tls.cert.is_some() { "https" } else { "http" };
             quick = Some(QuickStart {
                 url: format!("{scheme}://{user}:{password}@{addr}/{}/", config::DEFAULT_STORE),
                 credentials_file: file,
@@ -197,9 +184,9 @@ fn load_config(args: &Args) -> Result<(DaemonConfig, Option<QuickStart>), String
         rest_socket: args.rest_socket.clone(),
         rest_auth,
         rest_metrics: args.rest_metrics,
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-        tls_client_ca: args.tls_client_ca.clone(),
+        tls_cert: args.tls.cert.clone(),
+        tls_key: args.tls.key.clone(),
+        tls_client_ca: args.tls.client_ca.clone(),
         fsync: args.fsync.clone(),
         serve_on: args.serve_on.clone(),
         public_on: args.public_on.clone(),

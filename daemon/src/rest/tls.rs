@@ -37,6 +37,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// The TLS flags both binaries take (`#[command(flatten)]`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Speak HTTPS only on the REST TCP listener, with this PEM certificate chain (leaf
+    /// first; with --tls-key). SIGHUP reloads the certificate, key and client CA files
+    /// without dropping open connections; a reload that fails keeps the old ones and
+    /// logs a warning. A REST Unix socket stays plain HTTP. borgstored: config key
+    /// tls_cert; borgstore-server-rest: not with --stdio.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (borgstored: config key tls_key).
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Ask every HTTPS client for a certificate signed by a CA in this PEM bundle (mTLS);
+    /// clients without one are refused in the handshake. The subject CN of the client's
+    /// certificate names its principal (`cert_cn` rules). Needs --tls-cert (borgstored:
+    /// config key tls_client_ca).
+    #[arg(long = "tls-client-ca", value_name = "FILE")]
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
 /// How long a client may take for its TLS handshake before the connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
