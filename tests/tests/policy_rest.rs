@@ -186,7 +186,10 @@ fn rest_users_from_htpasswd_get_their_rules_and_the_audit_log_records_them() {
                 );
                 match keep_alive_get(&mut sock, req.as_bytes()) {
                     Some(200) => served.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("busy client: request {} got {other:?}", served.load(Ordering::Relaxed));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         })

@@ -102,17 +102,21 @@ async fn handle(req: &HttpRequest, payload: &mut web::Payload, app: &RestApp) ->
     // A password that takes a slow hash (bcrypt, SHA-crypt) is verified on a blocking
     // thread, a few at a time, so wrong passwords cannot take the workers; a right one is
     // remembered and the decision below finds it.
+    // The whole decision uses one snapshot of the store's grants: a request that
+    // straddles a reload is judged by the old grants or by the new ones, never verified
+    // by one and decided by the other (whose password cache has not seen it).
     let grants = entry.grants();
     if grants.needs_slow_verification(conn.door, authorization) {
         static SLOW: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
         let header = authorization.map(<[u8]>::to_vec);
         let _turn = SLOW.acquire().await;
-        let _ = web::block(move || grants.verify_slowly(header.as_deref())).await;
+        let slow = grants.clone();
+        let _ = web::block(move || slow.verify_slowly(header.as_deref())).await;
     }
     if let Some(cn) = caller.client_cert {
         tracing::debug!(store = %entry.name, "REST caller with TLS client certificate CN={cn:?}");
     }
-    let principal = match entry.decide(&caller) {
+    let principal = match grants.decide(&caller) {
         Ok(p) => p,
         Err(refusal) => return refused(refusal, entry, &conn, req),
     };
