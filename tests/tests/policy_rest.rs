@@ -123,6 +123,28 @@ fn rest_users_from_htpasswd_get_their_rules_and_the_audit_log_records_them() {
     status(&del(port, ADMIN, "data/0001.del"), 200, "admin deletes the quarantined item");
     assert!(!main.join("data/0001.del").exists());
 
+    // A huge overwrite the profile refuses is answered from its head: the body is not
+    // waited for (only 5 of 64 MiB are sent).
+    {
+        use base64::Engine;
+        use std::io::{Read, Write};
+        status(&put(port, ADMIN, "data/huge", b"small"), 200, "admin stores");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", BACKUP.0, BACKUP.1));
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST /main/data/huge HTTP/1.1\r\nHost: x\r\nAccept: {}\r\nAuthorization: Basic {token}\r\n\
+             Content-Length: {}\r\n\r\nhello",
+            borgstore_tests::rest::ACCEPT,
+            64 << 20
+        );
+        sock.write_all(head.as_bytes()).unwrap();
+        let mut answer = [0u8; 12];
+        sock.read_exact(&mut answer).expect("an answer before the body");
+        assert_eq!(&answer, b"HTTP/1.1 403", "{:?}", String::from_utf8_lossy(&answer));
+        assert_eq!(std::fs::read(main.join("data/huge")).unwrap(), b"small");
+    }
+
     // A wrong password and an unknown user look the same.
     let wrong = get(port, ("backup", "nope"), "data/");
     let unknown = get(port, ("mallory", "backup-pw"), "data/");
@@ -135,7 +157,7 @@ fn rest_users_from_htpasswd_get_their_rules_and_the_audit_log_records_them() {
     let metrics = request(port, "GET", "/-/metrics", None, &[], b"").text();
     assert!(metrics.contains("borgstore_principal_calls{store=\"main\",principal=\"rest:backup\"}"), "{metrics}");
     assert!(
-        metrics.contains("borgstore_principal_refused_calls{store=\"main\",principal=\"rest:backup\"} 1"),
+        metrics.contains("borgstore_principal_refused_calls{store=\"main\",principal=\"rest:backup\"} 2"),
         "{metrics}"
     );
     assert!(!metrics.contains("mallory"), "{metrics}");
