@@ -109,7 +109,22 @@ pub struct StoreSettings {
     pub audit: Option<PathBuf>,
     /// Rotate the audit log when it would pass this many bytes.
     pub audit_max_bytes: Option<u64>,
+    /// Calls in flight on the primary, all clients together (None: the default of the
+    /// URL's kind, see [`StoreSettings::flow`]).
+    pub max_concurrency: Option<usize>,
+    /// Bytes per second into the primary, all clients together.
+    pub bandwidth_in: Option<u64>,
+    /// Bytes per second out of the primary, all clients together.
+    pub bandwidth_out: Option<u64>,
+    /// Coalesce identical concurrent loads and infos (None: the URL kind's default).
+    pub coalesce_reads: Option<bool>,
 }
+
+/// `max_concurrency` of a remote store that does not set it.
+pub const REMOTE_MAX_CONCURRENCY: usize = 16;
+
+/// The largest `max_concurrency` a store may set.
+pub const MAX_CONCURRENCY_LIMIT: usize = 1024;
 
 /// One `[[stores.NAME.rules]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +169,26 @@ impl StoreSettings {
             rest_users: BTreeMap::new(),
             audit: None,
             audit_max_bytes: None,
+            max_concurrency: None,
+            bandwidth_in: None,
+            bandwidth_out: None,
+            coalesce_reads: None,
+        }
+    }
+
+    /// How this store's calls flow to its primary ([`crate::flow`]). A remote store
+    /// (anything but `file:`) defaults to [`REMOTE_MAX_CONCURRENCY`] calls in flight
+    /// and coalesced reads; a `file:` store to neither (the disk queues better than we
+    /// would, and a coalesced load cannot be sent from its open file).
+    pub fn flow(&self) -> crate::flow::FlowSettings {
+        let remote = !self.url.starts_with("file:");
+        crate::flow::FlowSettings {
+            limits: crate::flow::fair::Limits {
+                max_concurrency: self.max_concurrency.or(remote.then_some(REMOTE_MAX_CONCURRENCY)),
+                bandwidth_in: self.bandwidth_in,
+                bandwidth_out: self.bandwidth_out,
+            },
+            coalesce: self.coalesce_reads.unwrap_or(remote),
         }
     }
 
@@ -328,6 +363,10 @@ struct FileStore {
     rest_users: BTreeMap<String, String>,
     audit: Option<PathBuf>,
     audit_max_bytes: Option<u64>,
+    max_concurrency: Option<usize>,
+    bandwidth_in: Option<u64>,
+    bandwidth_out: Option<u64>,
+    coalesce_reads: Option<bool>,
     #[serde(default)]
     rules: Vec<FileRule>,
     #[serde(default)]
@@ -644,6 +683,18 @@ impl DaemonConfig {
                     "store {name}: a rule's quota is its share of the store's quota: give the store a quota too"
                 )));
             }
+            if let Some(n) = s.max_concurrency.filter(|n| !(1..=MAX_CONCURRENCY_LIMIT).contains(n)) {
+                return Err(Error::invalid(format!(
+                    "store {name}: max_concurrency must be 1 to {MAX_CONCURRENCY_LIMIT}, got {n}"
+                )));
+            }
+            for (key, v) in [("bandwidth_in", s.bandwidth_in), ("bandwidth_out", s.bandwidth_out)] {
+                if v == Some(0) {
+                    return Err(Error::invalid(format!(
+                        "store {name}: {key} is in bytes per second and must be at least 1 (leave it out for no limit)"
+                    )));
+                }
+            }
             let public_on = match &s.public_on {
                 Some(list) => doors(list, &format!("store {name}: public_on"))?,
                 None => BTreeSet::new(),
@@ -673,6 +724,10 @@ impl DaemonConfig {
                     rest_users: s.rest_users,
                     audit: s.audit,
                     audit_max_bytes: s.audit_max_bytes,
+                    max_concurrency: s.max_concurrency,
+                    bandwidth_in: s.bandwidth_in,
+                    bandwidth_out: s.bandwidth_out,
+                    coalesce_reads: s.coalesce_reads,
                 },
             );
         }
@@ -880,6 +935,38 @@ levels = [2]
         assert_eq!(main.namespaces["data/"].levels, [2]);
         assert_eq!(cfg.socket_mode, 0o660);
         assert!(!cfg.rest_metrics);
+    }
+
+    #[test]
+    fn flow_defaults_by_url_kind_and_checked_limits() {
+        let cfg = DaemonConfig::from_toml(
+            r#"
+[stores.local]
+url = "file:///srv/a"
+[stores.remote]
+url = "sftp://backup@host/repo"
+[stores.tuned]
+url = "s3:key:secret@http://127.0.0.1:9000/bucket/repo"
+max_concurrency = 4
+bandwidth_in = 1000000
+bandwidth_out = 2000000
+coalesce_reads = false
+"#,
+        )
+        .unwrap();
+        let local = cfg.stores["local"].flow();
+        assert!(local.limits.is_unlimited() && !local.coalesce, "a file: store neither queues nor coalesces");
+        let remote = cfg.stores["remote"].flow();
+        assert_eq!(remote.limits.max_concurrency, Some(REMOTE_MAX_CONCURRENCY));
+        assert!(remote.coalesce);
+        let tuned = cfg.stores["tuned"].flow();
+        assert_eq!(tuned.limits.max_concurrency, Some(4));
+        assert_eq!((tuned.limits.bandwidth_in, tuned.limits.bandwidth_out), (Some(1000000), Some(2000000)));
+        assert!(!tuned.coalesce);
+        for bad in ["max_concurrency = 0", "max_concurrency = 100000", "bandwidth_in = 0", "bandwidth_out = -1"] {
+            let e = DaemonConfig::from_toml(&format!("[stores.x]\nurl = \"file:///a\"\n{bad}")).unwrap_err();
+            assert!(e.message.contains("store x") || e.message.contains("expected u64"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - [`backends`]: one [`backends::Backend`] trait and one module per storage kind
 //!   (posixfs, sftp, s3, rclone, rest_client; the remote ones behind cargo features),
 //!   plus [`backends::url`] to pick one from a store URL.
+//! - [`flow`]: the layers between the engine and its primary backend: read
+//!   coalescing, the store's budget (calls in flight, bandwidth) shared fairly between
+//!   principals, backend stats and latency emulation.
 //! - [`store`]: the engine over any backend: namespaces and nesting levels, soft
 //!   delete, recursive listing, hash/gather/defrag, the shared cache, stats, latency
 //!   emulation.
@@ -42,6 +45,7 @@ pub mod audit;
 pub mod backends;
 pub mod commands;
 pub mod config;
+pub mod flow;
 pub mod hashing;
 pub mod ipc_server;
 pub mod limits;

@@ -2,8 +2,10 @@
 //! be tested on their own.
 //!
 //! - Operations on the same item (any of its names: live, soft-deleted, any level) run
-//!   one after the other in arrival order; operations on different items run
-//!   concurrently.
+//!   one after the other in arrival order, except that reads which arrive one after the
+//!   other (with no write between them) run together: they see the same state, and that
+//!   is what lets concurrent loads of one item become one backend call
+//!   ([`crate::flow::coalesce`]). Operations on different items run concurrently.
 //! - Exclusive operations (create, destroy, multi-item operations such as rename, gather
 //!   and defrag, shutdown) wait until everything that arrived before them has finished,
 //!   run alone, and everything that arrives after them waits for them.
@@ -19,8 +21,11 @@ use std::collections::{HashMap, VecDeque};
 pub enum Access {
     /// Runs immediately, alongside anything.
     Free,
-    /// Ordered with other operations on the same item key.
+    /// Changes the item: ordered with every other operation on the same item key.
     Item(String),
+    /// Only reads the item: runs together with reads of the same item that arrived
+    /// right before it, after every earlier change of it.
+    Read(String),
     /// Runs alone.
     Exclusive,
 }
@@ -31,10 +36,46 @@ pub struct Scheduler<J> {
     /// Jobs running now (items and exclusives; free jobs are not counted).
     running: usize,
     exclusive_running: bool,
-    /// Per busy item: the jobs that wait for it, in arrival order.
-    items: HashMap<String, VecDeque<J>>,
+    /// Per busy item: what runs on it and the jobs that wait for it.
+    items: HashMap<String, Busy<J>>,
     /// Jobs that arrived while an exclusive job waited or ran, in arrival order.
     backlog: VecDeque<(Access, J)>,
+}
+
+/// One busy item.
+#[derive(Debug)]
+struct Busy<J> {
+    /// Reads running now (a change runs when this is 0 and `changing` is set).
+    readers: usize,
+    /// A change runs now.
+    changing: bool,
+    /// Jobs waiting for the item, in arrival order; `true` marks a read.
+    waiting: VecDeque<(bool, J)>,
+}
+
+impl<J> Busy<J> {
+    /// Start what waits at the front: one change, or every read up to the next change.
+    fn start_next(&mut self, key: &str, start: &mut Vec<(Access, J)>) {
+        while let Some((read, _)) = self.waiting.front() {
+            let read = *read;
+            if !read && self.readers > 0 {
+                break;
+            }
+            let Some((_, job)) = self.waiting.pop_front() else { break };
+            if read {
+                self.readers += 1;
+                start.push((Access::Read(key.to_string()), job));
+            } else {
+                self.changing = true;
+                start.push((Access::Item(key.to_string()), job));
+                break;
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.readers == 0 && !self.changing && self.waiting.is_empty()
+    }
 }
 
 impl<J> Default for Scheduler<J> {
@@ -59,14 +100,23 @@ impl<J> Scheduler<J> {
     fn admit(&mut self, access: Access, job: J, start: &mut Vec<(Access, J)>) {
         match &access {
             Access::Free => start.push((access, job)),
-            Access::Item(key) => match self.items.get_mut(key) {
-                Some(waiting) => waiting.push_back(job),
-                None => {
-                    self.items.insert(key.clone(), VecDeque::new());
-                    self.running += 1;
-                    start.push((access, job));
+            Access::Item(key) | Access::Read(key) => {
+                let read = matches!(access, Access::Read(_));
+                match self.items.get_mut(key) {
+                    // Reads join reads that run, unless something waits before them.
+                    Some(busy) if read && !busy.changing && busy.waiting.is_empty() => {
+                        busy.readers += 1;
+                        start.push((access, job));
+                    }
+                    Some(busy) => busy.waiting.push_back((read, job)),
+                    None => {
+                        let busy = Busy { readers: usize::from(read), changing: !read, waiting: VecDeque::new() };
+                        self.items.insert(key.clone(), busy);
+                        self.running += 1;
+                        start.push((access, job));
+                    }
                 }
-            },
+            }
             Access::Exclusive => {
                 if self.running == 0 && self.items.is_empty() {
                     self.exclusive_running = true;
@@ -84,11 +134,16 @@ impl<J> Scheduler<J> {
         let mut start = Vec::new();
         match access {
             Access::Free => return start,
-            Access::Item(key) => {
-                let next = self.items.get_mut(key).and_then(|q| q.pop_front());
-                match next {
-                    Some(job) => start.push((access.clone(), job)),
-                    None => {
+            Access::Item(key) | Access::Read(key) => {
+                if let Some(busy) = self.items.get_mut(key) {
+                    match access {
+                        Access::Read(_) => busy.readers = busy.readers.saturating_sub(1),
+                        _ => busy.changing = false,
+                    }
+                    if busy.readers == 0 && !busy.changing {
+                        busy.start_next(key, &mut start);
+                    }
+                    if busy.idle() {
                         self.items.remove(key);
                         self.running = self.running.saturating_sub(1);
                     }
@@ -127,6 +182,10 @@ mod tests {
 
     fn item(k: &str) -> Access {
         Access::Item(k.to_string())
+    }
+
+    fn read(k: &str) -> Access {
+        Access::Read(k.to_string())
     }
 
     fn ids(v: Vec<(Access, u32)>) -> Vec<u32> {
@@ -172,6 +231,38 @@ mod tests {
         assert_eq!(ids(s.finish(&Access::Exclusive)), [2]);
         assert_eq!(ids(s.finish(&Access::Exclusive)), [3]);
         assert_eq!(ids(s.finish(&item("x"))), Vec::<u32>::new());
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn reads_run_together_between_changes() {
+        let mut s = Scheduler::default();
+        assert_eq!(ids(s.arrive(read("a"), 1)), [1]);
+        assert_eq!(ids(s.arrive(read("a"), 2)), [2], "a read joins a running read");
+        assert_eq!(ids(s.arrive(item("a"), 3)), Vec::<u32>::new(), "a change waits for the reads");
+        assert_eq!(ids(s.arrive(read("a"), 4)), Vec::<u32>::new(), "a read after a change waits for it");
+        assert_eq!(ids(s.arrive(read("a"), 5)), Vec::<u32>::new());
+        assert_eq!(ids(s.arrive(item("a"), 6)), Vec::<u32>::new());
+        assert_eq!(ids(s.arrive(read("a"), 7)), Vec::<u32>::new());
+        assert_eq!(ids(s.finish(&read("a"))), Vec::<u32>::new());
+        assert_eq!(ids(s.finish(&read("a"))), [3]);
+        assert_eq!(ids(s.finish(&item("a"))), [4, 5], "the reads up to the next change start together");
+        assert_eq!(ids(s.finish(&read("a"))), Vec::<u32>::new());
+        assert_eq!(ids(s.finish(&read("a"))), [6]);
+        assert_eq!(ids(s.finish(&item("a"))), [7]);
+        assert_eq!(ids(s.finish(&read("a"))), Vec::<u32>::new());
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn reads_hold_back_an_exclusive_and_wait_for_it() {
+        let mut s = Scheduler::default();
+        assert_eq!(ids(s.arrive(read("a"), 1)), [1]);
+        assert_eq!(ids(s.arrive(Access::Exclusive, 2)), Vec::<u32>::new());
+        assert_eq!(ids(s.arrive(read("a"), 3)), Vec::<u32>::new(), "held back behind the exclusive");
+        assert_eq!(ids(s.finish(&read("a"))), [2]);
+        assert_eq!(ids(s.finish(&Access::Exclusive)), [3]);
+        assert_eq!(ids(s.finish(&read("a"))), Vec::<u32>::new());
         assert!(s.is_idle());
     }
 }

@@ -151,7 +151,8 @@ impl Registry {
             }
             _ => None,
         };
-        let store = Store::build(backend, settings.namespaces()?, settings.emulator()?, cache);
+        let store =
+            Store::build_with_flow(backend, settings.namespaces()?, settings.emulator()?, cache, settings.flow());
         let opened = match store.open().await {
             Ok(()) => true,
             Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {

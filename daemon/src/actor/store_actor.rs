@@ -47,18 +47,23 @@ impl Call {
             Box::pin(async move {
                 let audited = command.audited();
                 let mut refused = false;
-                let result = contained(async {
-                    // Unrestricted profiles that may also do the owner's things have
-                    // nothing to check: skip building the need.
-                    if who.profile.restricts() || !who.profile.owner {
-                        let admitted = admit(&command.need(), &who, &served).await;
-                        if let Err(e) = admitted {
-                            refused = true;
-                            return Err(e);
+                // The layers under the engine share the primary fairly by principal.
+                let principal: Arc<str> = Arc::from(who.profile.name.as_str());
+                let result = crate::flow::principal::scope(
+                    principal,
+                    contained(async {
+                        // Unrestricted profiles that may also do the owner's things have
+                        // nothing to check: skip building the need.
+                        if who.profile.restricts() || !who.profile.owner {
+                            let admitted = admit(&command.need(), &who, &served).await;
+                            if let Err(e) = admitted {
+                                refused = true;
+                                return Err(e);
+                            }
                         }
-                    }
-                    command.apply(&served).await
-                })
+                        command.apply(&served).await
+                    }),
+                )
                 .await;
                 if who.door.is_some() {
                     let sent = result.as_ref().map(C::sent).unwrap_or(0);

@@ -1,7 +1,7 @@
 //! Commands on one item, by its engine name (`namespace/key`; `deleted` addresses the
 //! soft-deleted item). Each is ordered with everything else on that item.
 
-use super::{item, Audited};
+use super::{item, read, Audited};
 use crate::actor::ordering::Access;
 use crate::backends::value::Value;
 use crate::hashing::HashAlgorithm;
@@ -19,7 +19,7 @@ pub struct Info {
 }
 
 command!(Info -> ItemInfo,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("lr", Item::engine(&c.name, c.deleted).letters_name()),
     apply |c, served| served.open().await?.info(&c.name, c.deleted).await);
 
@@ -36,7 +36,7 @@ pub struct Load {
 }
 
 command!(Load -> Value,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("r", Item::engine(&c.name, c.deleted).letters_name()),
     apply |c, served| served.open().await?.load_value(&c.name, c.offset, c.size, c.deleted).await,
     sent |v| v.len());
@@ -130,7 +130,7 @@ pub struct Hash {
 }
 
 command!(Hash -> String,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("r", Item::engine(&c.name, c.deleted).letters_name()),
     apply |c, served| served.open().await?.hash(&c.name, c.algorithm, c.deleted).await);
 

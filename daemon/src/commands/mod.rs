@@ -128,3 +128,9 @@ impl Audited {
 pub(crate) fn item(name: &str) -> Access {
     Access::Item(name.to_string())
 }
+
+/// The ordering of a command that only reads an item (see [`item`]): it runs together
+/// with reads of the item that came right before it.
+pub(crate) fn read(name: &str) -> Access {
+    Access::Read(name.to_string())
+}

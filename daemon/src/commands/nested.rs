@@ -20,6 +20,11 @@ fn item(nested: &str) -> Access {
     Access::Item(item_of(nested))
 }
 
+/// A read of the item `nested` names (see [`super::read`]).
+fn read(nested: &str) -> Access {
+    Access::Read(item_of(nested))
+}
+
 /// Create a directory (and its parents).
 pub struct Mkdir {
     /// The directory.
@@ -51,7 +56,7 @@ pub struct Info {
 }
 
 command!(Info -> ItemInfo,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("lr", c.name.as_str()),
     apply |c, served| served.open().await?.nested().info(&c.name).await);
 
@@ -77,7 +82,7 @@ pub struct Load {
 }
 
 command!(Load -> Value,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("r", c.name.as_str()),
     apply |c, served| served.open().await?.nested().load(&c.name, c.offset, c.size).await,
     sent |v| v.len());
@@ -151,7 +156,7 @@ pub struct Hash {
 }
 
 command!(Hash -> String,
-    access |c| item(&c.name),
+    access |c| read(&c.name),
     need |c| Need::letters("r", c.name.as_str()),
     apply |c, served| served.open().await?.nested().hash(&c.name, c.algorithm).await);
 

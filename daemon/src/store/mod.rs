@@ -23,6 +23,7 @@ pub mod stats;
 
 use crate::backends::value::Value;
 use crate::backends::{Backend, DefragTarget};
+use crate::flow::FlowSettings;
 use crate::hashing::HashAlgorithm;
 use crate::names::nesting::{nest, unnest};
 use crate::names::{shown, validate_item_name, DEL_SUFFIX};
@@ -32,9 +33,9 @@ pub use config::{NamespaceConfig, Namespaces};
 pub use emulator::Emulator;
 pub use list::Lister;
 pub use nested::Nested;
-use stats::StatsCounters;
+use stats::{SharedStats, StatsCounters};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How `move` changes an item.
@@ -74,10 +75,10 @@ pub struct Store {
 }
 
 struct Inner {
+    /// The primary under the layers of [`crate::flow`].
     backend: Arc<dyn Backend>,
     namespaces: Namespaces,
-    emulator: Emulator,
-    stats: Mutex<StatsCounters>,
+    stats: SharedStats,
     /// Swappable: a client may configure the cache of a running store.
     cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
 }
@@ -99,15 +100,30 @@ impl Store {
         Self::build(backend, namespaces, emulator, None)
     }
 
-    /// A store with everything explicit, including an optional cache.
+    /// A store with everything explicit, including an optional cache; its calls flow
+    /// to the primary unlimited and uncoalesced.
     pub fn build(
         backend: Arc<dyn Backend>,
         namespaces: Namespaces,
         emulator: Emulator,
         cache: Option<cache::Cache>,
     ) -> Self {
+        Self::build_with_flow(backend, namespaces, emulator, cache, FlowSettings::default())
+    }
+
+    /// A store whose calls flow to `primary` through the layers `flow` asks for
+    /// ([`crate::flow::stack`]).
+    pub fn build_with_flow(
+        primary: Arc<dyn Backend>,
+        namespaces: Namespaces,
+        emulator: Emulator,
+        cache: Option<cache::Cache>,
+        flow: FlowSettings,
+    ) -> Self {
+        let stats = SharedStats::default();
+        let backend = crate::flow::stack(primary, emulator, flow, stats.clone());
         let cache = std::sync::RwLock::new(cache.map(Arc::new));
-        Store { inner: Arc::new(Inner { backend, namespaces, emulator, stats: Mutex::default(), cache }) }
+        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache }) }
     }
 
     /// The cache, when the store has one.
@@ -153,9 +169,7 @@ impl Store {
                 return Ok(v);
             }
         }
-        let full = self
-            .backend_call(Some("load"), |v: &Bytes| v.len() as u64, self.inner.backend.load(nested, 0, None))
-            .await?;
+        let full = self.inner.backend.load(nested, 0, None).await?;
         c.store(self, nested, full.clone()).await;
         let len = full.len() as i64;
         let start = if offset < 0 { (len + offset).max(0) } else { offset.min(len) } as usize;
@@ -197,7 +211,7 @@ impl Store {
     }
 
     fn stats_lock(&self) -> std::sync::MutexGuard<'_, StatsCounters> {
-        self.inner.stats.lock().unwrap_or_else(|p| p.into_inner())
+        stats::lock(&self.inner.stats)
     }
 
     fn stats_add(&self, key: &str, amount: u64) {
@@ -213,26 +227,6 @@ impl Store {
             self.stats_lock().call(op, start.elapsed());
         }
         result
-    }
-
-    /// One primary backend call: counted under `backend_<key>_*` (when given) and
-    /// slowed down by the emulator.
-    async fn backend_call<T>(
-        &self,
-        key: Option<&str>,
-        volume: impl Fn(&T) -> u64,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let start = Instant::now();
-        let result = fut.await?;
-        let moved = volume(&result);
-        if let Some(key) = key {
-            let mut st = self.stats_lock();
-            st.add(&format!("backend_{key}_calls"), 1);
-            st.add(&format!("backend_{key}_volume"), moved);
-        }
-        self.inner.emulator.delay(start.elapsed(), moved).await;
-        Ok(result)
     }
 
     // ----- lifecycle -----
@@ -368,7 +362,7 @@ impl Store {
     pub async fn info(&self, name: &str, deleted: bool) -> Result<ItemInfo> {
         self.counted("info", async {
             let nested = self.find(name, deleted).await?;
-            self.backend_call(None, |_| 0, self.inner.backend.info(&nested)).await
+            self.inner.backend.info(&nested).await
         })
         .await
     }
@@ -387,7 +381,7 @@ impl Store {
                 Some((c, mode)) => Value::Bytes(self.cached_load(&c, mode, &nested, offset, size).await?),
                 None => {
                     let load = self.inner.backend.load_value(&nested, offset, size);
-                    self.backend_call(Some("load"), Value::len, load).await?
+                    load.await?
                 }
             };
             self.stats_add("load_volume", value.len());
@@ -401,7 +395,7 @@ impl Store {
         self.counted("store", async {
             let nested = self.find(name, false).await?;
             let len = value.len() as u64;
-            self.backend_call(Some("store"), |_| len, self.inner.backend.store(&nested, value.clone())).await?;
+            self.inner.backend.store(&nested, value.clone()).await?;
             if let Some((c, _)) = self.cached(name) {
                 c.store(self, &nested, value).await;
             }
@@ -415,7 +409,7 @@ impl Store {
     pub async fn delete(&self, name: &str, deleted: bool) -> Result<()> {
         self.counted("delete", async {
             let nested = self.find(name, deleted).await?;
-            self.backend_call(Some("delete"), |_| 0, self.inner.backend.delete(&nested)).await?;
+            self.inner.backend.delete(&nested).await?;
             if let Some((c, _)) = self.cached(name) {
                 c.delete(self, &nested).await;
             }
@@ -450,7 +444,7 @@ impl Store {
             if from == to {
                 return Ok(());
             }
-            self.backend_call(None, |_| 0, self.inner.backend.move_(&from, &to)).await?;
+            self.inner.backend.move_(&from, &to).await?;
             if let Some((c, _)) = self.cached(name) {
                 c.move_(self, &from, &to).await;
             }
@@ -471,7 +465,7 @@ impl Store {
     pub async fn hash(&self, name: &str, algorithm: HashAlgorithm, deleted: bool) -> Result<String> {
         self.counted("hash", async {
             let nested = self.find(name, deleted).await?;
-            self.backend_call(None, |_| 0, self.inner.backend.hash(&nested, algorithm)).await
+            self.inner.backend.hash(&nested, algorithm).await
         })
         .await
     }
@@ -496,9 +490,7 @@ impl Store {
                 self.stats_add("gather_volume", out.len() as u64);
                 return Ok(Bytes::from(out));
             }
-            let data = self
-                .backend_call(Some("gather"), |v: &Bytes| v.len() as u64, self.inner.backend.gather(&mapped))
-                .await?;
+            let data = self.inner.backend.gather(&mapped).await?;
             if data.len() as u64 != expected {
                 return Err(Error::new(
                     borgstore_ipc::ErrorKind::ReadRangeError,
@@ -541,7 +533,7 @@ impl Store {
                 DefragTarget::Hashed { algorithm, namespace: prefix.trim_end_matches('/').to_string(), levels }
             }
         };
-        let made = self.backend_call(None, |_| 0, self.inner.backend.defrag(&mapped, &backend_target)).await?;
+        let made = self.inner.backend.defrag(&mapped, &backend_target).await?;
         let name = unnest(&made, &prefix, None)?;
         Ok(name.strip_prefix(prefix.as_str()).unwrap_or(&name).to_string())
     }

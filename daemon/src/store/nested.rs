@@ -41,28 +41,28 @@ impl Nested<'_> {
     pub async fn mkdir(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let s = self.store;
-        s.backend_call(None, |_| 0, s.inner.backend.mkdir(name)).await
+        s.inner.backend.mkdir(name).await
     }
 
     /// Remove the empty directory `name`.
     pub async fn rmdir(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let s = self.store;
-        s.backend_call(None, |_| 0, s.inner.backend.rmdir(name)).await
+        s.inner.backend.rmdir(name).await
     }
 
     /// Metadata of `name`; a missing one gives `exists: false`.
     pub async fn info(&self, name: &str) -> Result<ItemInfo> {
         validate_name(name)?;
         let s = self.store;
-        s.counted("info", s.backend_call(None, |_| 0, s.inner.backend.info(name))).await
+        s.counted("info", s.inner.backend.info(name)).await
     }
 
     /// One directory level, sorted.
     pub async fn list(&self, name: &str) -> Result<Vec<ItemInfo>> {
         validate_name(name)?;
         let s = self.store;
-        let items = s.backend_call(None, |_| 0, s.inner.backend.list(name)).await?;
+        let items = s.inner.backend.list(name).await?;
         s.stats_add("list_calls", 1);
         Ok(items)
     }
@@ -72,7 +72,7 @@ impl Nested<'_> {
     pub async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Value> {
         validate_name(name)?;
         let s = self.store;
-        let load = s.backend_call(Some("load"), Value::len, s.inner.backend.load_value(name, offset, size));
+        let load = s.inner.backend.load_value(name, offset, size);
         let value = s.counted("load", load).await?;
         s.stats_add("load_volume", value.len());
         Ok(value)
@@ -83,7 +83,7 @@ impl Nested<'_> {
         validate_name(name)?;
         let s = self.store;
         let len = value.len();
-        s.counted("store", s.backend_call(Some("store"), |_| len, s.inner.backend.store_body(name, value))).await?;
+        s.counted("store", s.inner.backend.store_body(name, value)).await?;
         s.stats_add("store_volume", len);
         Ok(())
     }
@@ -92,7 +92,7 @@ impl Nested<'_> {
     pub async fn delete(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let s = self.store;
-        s.counted("delete", s.backend_call(Some("delete"), |_| 0, s.inner.backend.delete(name))).await
+        s.counted("delete", s.inner.backend.delete(name)).await
     }
 
     /// Rename `current` to `new`.
@@ -100,21 +100,21 @@ impl Nested<'_> {
         validate_name(current)?;
         validate_name(new)?;
         let s = self.store;
-        s.counted("move", s.backend_call(None, |_| 0, s.inner.backend.move_(current, new))).await
+        s.counted("move", s.inner.backend.move_(current, new)).await
     }
 
     /// Hex digest of `name`'s content.
     pub async fn hash(&self, name: &str, algorithm: HashAlgorithm) -> Result<String> {
         validate_name(name)?;
         let s = self.store;
-        s.counted("hash", s.backend_call(None, |_| 0, s.inner.backend.hash(name, algorithm))).await
+        s.counted("hash", s.inner.backend.hash(name, algorithm)).await
     }
 
     /// The bytes of many ranges, concatenated in order.
     pub async fn gather(&self, sources: &[Source]) -> Result<Bytes> {
         validate_sources(sources)?;
         let s = self.store;
-        let gather = s.backend_call(Some("gather"), |v: &Bytes| v.len() as u64, s.inner.backend.gather(sources));
+        let gather = s.inner.backend.gather(sources);
         let data = s.counted("gather", gather).await?;
         s.stats_add("gather_volume", data.len() as u64);
         Ok(data)
@@ -128,7 +128,7 @@ impl Nested<'_> {
             DefragTarget::Hashed { namespace, .. } => validate_name(namespace)?,
         }
         let s = self.store;
-        s.counted("defrag", s.backend_call(None, |_| 0, s.inner.backend.defrag(sources, target))).await
+        s.counted("defrag", s.inner.backend.defrag(sources, target)).await
     }
 
     /// The store's quota (limit 0: none).

@@ -31,6 +31,15 @@ const ALWAYS: [&str; 15] = [
     "cache_store_volume",
 ];
 
+/// The counters of one store, shared by the engine and the layers below it
+/// ([`crate::flow`]).
+pub type SharedStats = std::sync::Arc<std::sync::Mutex<StatsCounters>>;
+
+/// Lock shared counters (a panic while they were held leaves them usable).
+pub fn lock(stats: &SharedStats) -> std::sync::MutexGuard<'_, StatsCounters> {
+    stats.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Raw counters of one store.
 #[derive(Debug, Default, Clone)]
 pub struct StatsCounters {
