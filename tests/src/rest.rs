@@ -241,3 +241,19 @@ pub fn daemon_with_rest(port: u16, extra: &[&str]) -> Daemon {
     wait_port(port, "borgstored REST", &d.log);
     d
 }
+
+/// An htpasswd file with `users`, written by Apache's `htpasswd -B` (bcrypt).
+pub fn htpasswd(path: &Path, users: &[(&str, &str)]) {
+    let _ = std::fs::remove_file(path);
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new("htpasswd");
+        cmd.args(["-B", "-b", "-C", "5"]);
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd.arg(path).args([user, password]).output().unwrap_or_else(|e| {
+            panic!("cannot run htpasswd ({e}): install the Debian package apache2-utils (tests/run does)")
+        });
+        assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -14,7 +14,7 @@
 
 use borgstore_ipc::audit::AuditLine;
 use borgstore_tests::daemon::Daemon;
-use borgstore_tests::rest::{free_port, request, wait_port, Response};
+use borgstore_tests::rest::{free_port, htpasswd, request, wait_port, Response};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,22 +25,6 @@ const BACKUP: (&str, &str) = ("backup", "backup-pw");
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
 const CAROL: (&str, &str) = ("carol", "carol-pw");
 const VALUE: &[u8] = b"the value itself must never reach the audit log";
-
-/// An htpasswd file with `users`, written by Apache's `htpasswd -B` (bcrypt).
-fn htpasswd(path: &Path, users: &[(&str, &str)]) {
-    let _ = std::fs::remove_file(path);
-    for (i, (user, password)) in users.iter().enumerate() {
-        let mut cmd = Command::new("htpasswd");
-        cmd.args(["-B", "-b", "-C", "5"]);
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let out = cmd.arg(path).args([user, password]).output().unwrap_or_else(|e| {
-            panic!("cannot run htpasswd ({e}): install the Debian package apache2-utils (tests/run does)")
-        });
-        assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
 
 fn config(root: &Path, port: u16, admin_rule: &str) -> String {
     format!(

@@ -14,8 +14,8 @@
 //! principal that wants the primary.
 //!
 //! **Bandwidth** is a token bucket per direction that may go into debt: a store is
-//! charged its size when it goes, a load its size when it is back (its size is not
-//! known before). A call waits while the bucket of its direction is in debt; short
+//! charged its size when it goes; a load, whose size is not known before, the average
+//! size of recent loads when it goes, corrected to its size when it is back. A call waits while the bucket of its direction is in debt; short
 //! bursts up to [`BURST`] of a second's budget pass at once. So the rate over any
 //! stretch of seconds stays at the budget, though a single large value goes at the
 //! link's speed and the calls after it wait for the debt to be paid.
@@ -79,7 +79,12 @@ struct State {
     clock: f64,
     /// A wake-up for calls waiting on a bucket in debt is scheduled.
     timer: bool,
+    /// The moving average size of loads, charged when one goes.
+    average_out: f64,
 }
+
+/// What a load is charged when it goes before any load came back.
+const FIRST_LOAD_GUESS: f64 = 65536.0;
 
 #[derive(Default)]
 struct Share {
@@ -89,7 +94,8 @@ struct Share {
 }
 
 struct Waiter {
-    go: oneshot::Sender<()>,
+    /// Sent what the call was charged in advance.
+    go: oneshot::Sender<f64>,
     direction: Direction,
 }
 
@@ -97,21 +103,25 @@ struct Waiter {
 pub struct Permit {
     fair: Arc<Fair>,
     principal: Arc<str>,
+    /// What a load was charged when it went (see [`Permit::charge_out`]).
+    reserved: f64,
     /// How long the call queued before it got its place.
     pub waited: Duration,
 }
 
 impl Permit {
-    /// Charge `bytes` that came out of the primary (a load) to the budget and to the
-    /// principal's share.
+    /// A load came back with `bytes`: correct what it was charged when it went, in the
+    /// budget and in the principal's share.
     pub fn charge_out(&self, bytes: u64) {
         let mut st = self.fair.lock();
+        let delta = bytes as f64 - self.reserved;
         if self.fair.rate_out > 0.0 {
-            st.tokens_out -= bytes as f64;
+            st.tokens_out -= delta;
         }
+        st.average_out = 0.8 * st.average_out + 0.2 * bytes as f64;
         let clock = st.clock;
         let share = st.principals.entry(self.principal.clone()).or_default();
-        share.finish = share.finish.max(clock) + bytes as f64;
+        share.finish = (share.finish + delta).max(clock);
     }
 }
 
@@ -125,15 +135,19 @@ impl Drop for Permit {
 /// A granted place that nobody took (its waiter went away) is given back.
 struct Waiting {
     fair: Arc<Fair>,
-    go: Option<oneshot::Receiver<()>>,
+    go: Option<oneshot::Receiver<f64>>,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(mut go) = self.go.take() {
             go.close();
-            if go.try_recv().is_ok() {
-                self.fair.lock().in_use -= 1;
+            if let Ok(reserved) = go.try_recv() {
+                let mut st = self.fair.lock();
+                st.in_use -= 1;
+                if self.fair.rate_out > 0.0 {
+                    st.tokens_out += reserved;
+                }
             }
             // Also drops the abandoned waiter from its queue.
             Fair::dispatch(&self.fair);
@@ -158,6 +172,7 @@ impl Fair {
                 principals: HashMap::new(),
                 clock: 0.0,
                 timer: false,
+                average_out: FIRST_LOAD_GUESS,
             }),
         })
     }
@@ -169,7 +184,7 @@ impl Fair {
     /// Wait for a place for one call of `principal` moving in `direction`.
     pub async fn acquire(self: &Arc<Self>, principal: Arc<str>, direction: Direction) -> Permit {
         let arrived = Instant::now();
-        let (go, wait) = oneshot::channel();
+        let (go, wait) = oneshot::channel::<f64>();
         {
             let mut st = self.lock();
             let clock = st.clock;
@@ -182,13 +197,14 @@ impl Fair {
         }
         let mut waiting = Waiting { fair: self.clone(), go: Some(wait) };
         Fair::dispatch(self);
+        let mut reserved = 0.0;
         if let Some(go) = waiting.go.as_mut() {
             // The sender lives in the queue until it is used; a closed channel cannot
             // happen while `self` lives, and would only let the call go early.
-            let _ = go.await;
+            reserved = go.await.unwrap_or(0.0);
         }
         waiting.go = None;
-        Permit { fair: self.clone(), principal, waited: arrived.elapsed() }
+        Permit { fair: self.clone(), principal, reserved, waited: arrived.elapsed() }
     }
 
     /// Let calls go while there is room: always the first waiting call of the
@@ -228,20 +244,26 @@ impl Fair {
                 }
                 break;
             };
+            let average_out = st.average_out;
             let Some(share) = st.principals.get_mut(&name) else { break };
             let Some(waiter) = share.waiting.pop_front() else { break };
-            let bytes_in = match waiter.direction {
-                Direction::In(n) => n,
-                _ => 0,
+            let (bytes_in, reserved) = match waiter.direction {
+                Direction::In(n) => (n as f64, 0.0),
+                Direction::Out => (0.0, average_out),
+                Direction::Neither => (0.0, 0.0),
             };
-            share.finish = start + CALL_COST + bytes_in as f64;
+            share.finish = start + CALL_COST + bytes_in + reserved;
             st.clock = st.clock.max(start);
             if this.rate_in > 0.0 {
-                st.tokens_in -= bytes_in as f64;
+                st.tokens_in -= bytes_in;
+            }
+            if this.rate_out > 0.0 {
+                st.tokens_out -= reserved;
             }
             st.in_use += 1;
-            if waiter.go.send(()).is_err() {
+            if waiter.go.send(reserved).is_err() {
                 st.in_use -= 1;
+                st.tokens_out += if this.rate_out > 0.0 { reserved } else { 0.0 };
             }
         }
         // Forget principals that wait for nothing and have no use left to pay for.

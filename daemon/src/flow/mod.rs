@@ -35,18 +35,17 @@ pub struct FlowSettings {
     pub coalesce: bool,
 }
 
-/// The layers over `primary`, counted into `stats`, emulated by `emulator`.
+/// The layers over `primary`, counted into `stats`, emulated by `emulator`; and the
+/// store's budget when it has one (for its gauges).
 pub fn stack(
     primary: Arc<dyn Backend>,
     emulator: Emulator,
     settings: FlowSettings,
     stats: SharedStats,
-) -> Arc<dyn Backend> {
+) -> (Arc<dyn Backend>, Option<Arc<fair::Fair>>) {
     let fair = (!settings.limits.is_unlimited()).then(|| fair::Fair::new(settings.limits));
-    let metered: Arc<dyn Backend> = Arc::new(primary::Primary::new(primary, emulator, stats.clone(), fair));
-    if settings.coalesce {
-        Arc::new(coalesce::Coalesce::new(metered, stats))
-    } else {
-        metered
-    }
+    let metered: Arc<dyn Backend> = Arc::new(primary::Primary::new(primary, emulator, stats.clone(), fair.clone()));
+    let top: Arc<dyn Backend> =
+        if settings.coalesce { Arc::new(coalesce::Coalesce::new(metered, stats)) } else { metered };
+    (top, fair)
 }

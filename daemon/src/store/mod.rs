@@ -79,6 +79,8 @@ struct Inner {
     backend: Arc<dyn Backend>,
     namespaces: Namespaces,
     stats: SharedStats,
+    /// The budget the primary's calls wait for, when the store has one.
+    fair: Option<Arc<crate::flow::fair::Fair>>,
     /// Swappable: a client may configure the cache of a running store.
     cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
 }
@@ -121,9 +123,9 @@ impl Store {
         flow: FlowSettings,
     ) -> Self {
         let stats = SharedStats::default();
-        let backend = crate::flow::stack(primary, emulator, flow, stats.clone());
+        let (backend, fair) = crate::flow::stack(primary, emulator, flow, stats.clone());
         let cache = std::sync::RwLock::new(cache.map(Arc::new));
-        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache }) }
+        Store { inner: Arc::new(Inner { backend, namespaces, stats, fair, cache }) }
     }
 
     /// The cache, when the store has one.
@@ -546,7 +548,14 @@ impl Store {
     /// Statistics with the Python key names.
     pub fn stats(&self) -> Stats {
         let disabled = self.cache().is_some_and(|c| c.disabled());
-        self.stats_lock().snapshot(disabled)
+        let mut st = self.stats_lock().snapshot(disabled);
+        if let Some(fair) = &self.inner.fair {
+            // Gauges of the budget: calls on the primary now, and calls queued for it.
+            let (in_flight, waiting) = fair.load();
+            st.insert("backend_in_flight".into(), borgstore_ipc::StatValue::Int(in_flight as i64));
+            st.insert("backend_waiting".into(), borgstore_ipc::StatValue::Int(waiting as i64));
+        }
+        st
     }
 }
 

@@ -13,7 +13,7 @@ const OPS: [&str; 8] = ["info", "load", "store", "delete", "move", "list", "gath
 /// Operations that also report `_volume` and `_throughput`.
 const VOLUME_OPS: [&str; 3] = ["load", "store", "gather"];
 /// Counters that always appear, even when zero.
-const ALWAYS: [&str; 15] = [
+const ALWAYS: [&str; 17] = [
     "backend_load_calls",
     "backend_gather_calls",
     "backend_store_calls",
@@ -29,6 +29,8 @@ const ALWAYS: [&str; 15] = [
     "cache_delete_calls",
     "cache_load_volume",
     "cache_store_volume",
+    "coalesced_load_calls",
+    "coalesced_info_calls",
 ];
 
 /// The counters of one store, shared by the engine and the layers below it
