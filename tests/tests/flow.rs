@@ -6,8 +6,9 @@
 //!   store that completed before their load was sent;
 //! - the shared budget: `max_concurrency` bounds the calls on the primary for all
 //!   clients together, and the queueing shows in stats and `/-/metrics`;
-//! - fairness: a greedy REST user with 12 loads in flight and a modest one with 2 each
-//!   get at least 40% of the store's `bandwidth_out`.
+//! - fairness: a greedy REST user with 12 requests in flight and a modest one with 2
+//!   each get at least 40% of the store's `bandwidth_out` (loads) and `bandwidth_in`
+//!   (stores).
 
 use borgstore_client::Client;
 use borgstore_ipc::{StatValue, Stats};
@@ -169,8 +170,10 @@ async fn max_concurrency_bounds_all_clients_together_and_queueing_shows() {
     assert!(value > 0.0, "{line}");
 }
 
-#[test]
-fn two_rest_users_each_get_at_least_forty_percent_of_the_bandwidth() {
+/// Two REST users share the store's bandwidth in one `direction` ("out": loads of
+/// `SIZE` bytes with `bandwidth_out`, "in": stores with `bandwidth_in`): the greedy one
+/// keeps 12 requests going, the modest one 2. Returns their shares of the budget over 4 s.
+fn shares_of_two_rest_users(direction: &str) -> [f64; 2] {
     const RATE: u64 = 2_000_000;
     const SIZE: usize = 32 * 1024;
     let root = tempfile::tempdir().unwrap();
@@ -178,9 +181,9 @@ fn two_rest_users_each_get_at_least_forty_percent_of_the_bandwidth() {
     htpasswd(&root.path().join("users"), &[("greedy", "g-pw"), ("modest", "m-pw")]);
     let top = format!("rest = \"127.0.0.1:{port}\"");
     let keys = format!(
-        "bandwidth_out = {RATE}\nhtpasswd = \"{}/users\"\n\
-         [[stores.s.rules]]\nrest_user = \"greedy\"\npermissions = \"lr\"\n\
-         [[stores.s.rules]]\nrest_user = \"modest\"\npermissions = \"lr\"\n",
+        "bandwidth_{direction} = {RATE}\nhtpasswd = \"{}/users\"\n\
+         [[stores.s.rules]]\nrest_user = \"greedy\"\npermissions = \"lrw\"\n\
+         [[stores.s.rules]]\nrest_user = \"modest\"\npermissions = \"lrw\"\n",
         root.path().display()
     );
     let d = daemon(root.path(), &top, &keys);
@@ -197,16 +200,23 @@ fn two_rest_users_each_get_at_least_forty_percent_of_the_bandwidth() {
     let (from, to) = (Duration::from_secs(1), Duration::from_secs(5));
     let stop = Arc::new(AtomicBool::new(false));
     let bytes = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let loads = direction == "out";
     let mut threads = Vec::new();
     for (who, user, n) in [(0, ("greedy", "g-pw"), 12), (1, ("modest", "m-pw"), 2)] {
         for t in 0..n {
             let (stop, bytes) = (stop.clone(), bytes[who].clone());
             threads.push(std::thread::spawn(move || {
                 let mut i = t;
+                let value = vec![7u8; SIZE];
                 while !stop.load(Ordering::SeqCst) {
-                    let r = request(port, "GET", &format!("/s/item{}", i % 8), Some(user), &[], b"");
-                    assert_eq!(r.status, 200, "{}", r.text());
-                    assert_eq!(r.body.len(), SIZE);
+                    if loads {
+                        let r = request(port, "GET", &format!("/s/item{}", i % 8), Some(user), &[], b"");
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        assert_eq!(r.body.len(), SIZE);
+                    } else {
+                        let r = request(port, "POST", &format!("/s/{}-{t}", user.0), Some(user), &[], &value);
+                        assert!(r.status < 300, "{} {}", r.status, r.text());
+                    }
                     let at = start.elapsed();
                     if at > from && at <= to {
                         bytes.fetch_add(SIZE as u64, Ordering::SeqCst);
@@ -222,8 +232,26 @@ fn two_rest_users_each_get_at_least_forty_percent_of_the_bandwidth() {
         t.join().unwrap();
     }
     let budget = RATE as f64 * (to - from).as_secs_f64();
-    let shares: Vec<f64> = bytes.iter().map(|b| b.load(Ordering::SeqCst) as f64 / budget).collect();
-    eprintln!("shares of the budget: greedy {:.2}, modest {:.2}", shares[0], shares[1]);
+    let shares = [0, 1].map(|i| bytes[i].load(Ordering::SeqCst) as f64 / budget);
+    eprintln!("bandwidth_{direction}: shares of the budget: greedy {:.2}, modest {:.2}", shares[0], shares[1]);
+    shares
+}
+
+#[test]
+fn two_rest_users_each_get_at_least_forty_percent_of_bandwidth_out() {
+    let shares = shares_of_two_rest_users("out");
+    assert!(
+        shares[0] >= 0.4 && shares[1] >= 0.4,
+        "shares of the budget: greedy {:.2}, modest {:.2}",
+        shares[0],
+        shares[1]
+    );
+    assert!(shares[0] + shares[1] <= 1.3, "the budget holds: {:.2} of it was used", shares[0] + shares[1]);
+}
+
+#[test]
+fn two_rest_users_each_get_at_least_forty_percent_of_bandwidth_in() {
+    let shares = shares_of_two_rest_users("in");
     assert!(
         shares[0] >= 0.4 && shares[1] >= 0.4,
         "shares of the budget: greedy {:.2}, modest {:.2}",
