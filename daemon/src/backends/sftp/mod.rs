@@ -707,7 +707,12 @@ mod tests {
         let e = be.open().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
         assert!(Sftp::with_options("sftp://h", SftpOptions::isolated()).is_err());
-        assert_eq!(from_url("sftp:/bad", Default::default()).err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
+        assert_eq!(
+            from_url("sftp:/bad", Default::default(), 4).err().map(|e| e.kind),
+            Some(ErrorKind::InvalidArgument)
+        );
+        let e = from_url("sftp://h/x", Default::default(), 0).err().expect("0 connections");
+        assert!(e.message.contains("connections must be between 1 and 64"), "{e}");
     }
 
     #[test]
