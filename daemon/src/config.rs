@@ -93,6 +93,9 @@ pub struct StoreSettings {
     pub bandwidth: Option<f64>,
     /// Durability of acknowledged writes (file: and sftp: stores).
     pub fsync: FsyncMode,
+    /// Most connections the backend holds to carry concurrent operations (sftp: SSH
+    /// connections, 1 to 64; other backends ignore it).
+    pub connections: usize,
     /// The doors (listeners) this store is served on.
     pub serve_on: BTreeSet<Door>,
     /// The doors where this store needs no grant (see [`crate::access`]).
@@ -161,6 +164,7 @@ impl StoreSettings {
             latency_us: None,
             bandwidth: None,
             fsync: FsyncMode::default(),
+            connections: crate::backends::url::DEFAULT_CONNECTIONS,
             serve_on: Door::ALL.into_iter().collect(),
             public_on: BTreeSet::new(),
             rules: Vec::new(),
@@ -355,6 +359,7 @@ struct FileStore {
     latency_us: Option<f64>,
     bandwidth: Option<f64>,
     fsync: Option<String>,
+    connections: Option<i64>,
     serve_on: Option<Vec<String>>,
     public_on: Option<Vec<String>>,
     quarantine_days: Option<u32>,
@@ -667,6 +672,18 @@ impl DaemonConfig {
                 Some(m) => m.parse().map_err(|e: Error| Error::invalid(format!("store {name}: {}", e.message)))?,
                 None => FsyncMode::default(),
             };
+            let connections = match s.connections {
+                None => crate::backends::url::DEFAULT_CONNECTIONS,
+                Some(n) => usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=crate::backends::url::MAX_CONNECTIONS).contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "store {name}: connections must be between 1 and {}, not {n}",
+                            crate::backends::url::MAX_CONNECTIONS
+                        ))
+                    })?,
+            };
             let serve_on = match &s.serve_on {
                 Some(list) => doors(list, &format!("store {name}: serve_on"))?,
                 None => Door::ALL.into_iter().collect(),
@@ -716,6 +733,7 @@ impl DaemonConfig {
                     latency_us: s.latency_us,
                     bandwidth: s.bandwidth,
                     fsync,
+                    connections,
                     serve_on,
                     public_on,
                     rules,
@@ -1015,6 +1033,25 @@ coalesce_reads = false
             let e = DaemonConfig::from_toml(text).unwrap_err();
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn connections_per_store() {
+        let cfg = DaemonConfig::from_toml(
+            "[stores.a]\nurl = \"sftp://h/a\"\nconnections = 16\n[stores.b]\nurl = \"sftp://h/b\"\n\
+             [stores.c]\nurl = \"sftp://h/c\"\nconnections = 1",
+        )
+        .unwrap();
+        assert_eq!(cfg.stores["a"].connections, 16);
+        assert_eq!(cfg.stores["b"].connections, 4, "the default");
+        assert_eq!(cfg.stores["c"].connections, 1, "one connection, as before pooling");
+        assert_eq!(StoreSettings::new("file:///x").connections, 4);
+        for bad in ["0", "65", "-1", "99999999999"] {
+            let e =
+                DaemonConfig::from_toml(&format!("[stores.a]\nurl = \"sftp://h/a\"\nconnections = {bad}")).unwrap_err();
+            assert!(e.message.contains("store a: connections must be between 1 and 64"), "{bad}: {e}");
+        }
+        assert!(DaemonConfig::from_toml("[stores.a]\nurl = \"sftp://h/a\"\nconnections = \"4\"").is_err());
     }
 
     #[test]

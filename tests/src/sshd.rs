@@ -13,7 +13,9 @@
 //!
 //! Fault tests use [`Sshd::kill`] (the listener and every session process: connections
 //! break like a crashed server), [`Sshd::start_again`], [`Sshd::restart`] and
-//! [`Sshd::pause`]/[`Sshd::resume`] (a hung server). Dropping it kills everything.
+//! [`Sshd::pause`]/[`Sshd::resume`] (a hung server), or break one connection with
+//! [`Sshd::kill_session`] (of [`Sshd::sessions`]). Dropping it kills everything.
+//! [`Sshd::logins`] and [`Sshd::established`] count connections (pooling tests).
 //!
 //! A missing sshd or ssh-keygen is a panic that says what to install, never a skip.
 
@@ -84,6 +86,23 @@ fn descendants(pid: i32) -> Vec<i32> {
             }
         }
     }
+    out
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_unstable();
     out
 }
 
@@ -323,6 +342,43 @@ impl Sshd {
             }
             let _ = kill(Pid::from_raw(pid), signal);
         }
+    }
+
+    /// The session process of each SSH connection open now (the listener's children),
+    /// oldest first (by pid).
+    pub fn sessions(&self) -> Vec<i32> {
+        self.listener_pid().map(children).unwrap_or_default()
+    }
+
+    /// Break one connection as if its server process crashed: kill session `pid` (one of
+    /// [`Sshd::sessions`]) and its children. The listener and other connections stay.
+    pub fn kill_session(&self, pid: i32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        for p in descendants(pid) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+
+    /// Logins the server accepted so far: one per SSH connection that authenticated.
+    pub fn logins(&self) -> usize {
+        self.log().lines().filter(|l| l.contains("Accepted publickey for")).count()
+    }
+
+    /// TCP connections to this server established now (counted at the client ends, from
+    /// /proc/net/tcp: both ends are on this machine).
+    pub fn established(&self) -> usize {
+        let port = format!(":{:04X}", self.port);
+        fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // sl local_address rem_address st ...; 01 is ESTABLISHED.
+                f.len() > 3 && f[2].ends_with(&port) && f[3] == "01"
+            })
+            .count()
     }
 
     /// Kill the server like a crash: the listener and every session process, so open

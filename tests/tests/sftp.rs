@@ -10,14 +10,19 @@
 //! - host keys and authentication: mismatching, unknown, hashed and revoked known_hosts
 //!   entries; rejected, encrypted and missing keys, `~/.ssh/id_ed25519`, a real ssh-agent;
 //!   and the environment variables `from_url` reads (in a child process).
+//! - pooling: concurrent operations spread over up to `connections` SSH connections
+//!   (opened on demand, counted at the server), one when `connections = 1`; a pooled
+//!   connection killed under load is replaced on its own, operations still succeed and
+//!   the cut-off stores' temp files are removed.
 //! - scale: listing 10,000 items, storing/loading/hashing a 256 MiB value (timings are
 //!   printed; run with `--nocapture` to see them).
 
-use borgstore_daemon::backends::sftp::SftpOptions;
+use borgstore_daemon::backends::sftp::{Sftp, SftpOptions};
 use borgstore_daemon::backends::url::{backend_from_url, BackendOptions};
 use borgstore_daemon::hashing::HashAlgorithm;
 use borgstore_daemon::store::config::namespaces;
 use borgstore_daemon::store::{Emulator, Store};
+use borgstore_daemon::Backend;
 use borgstore_ipc::ErrorKind;
 use borgstore_tests::python::{python, workspace};
 use borgstore_tests::scenario::{self, key, names, tree};
@@ -569,6 +574,205 @@ async fn frozen_sshd_times_out_instead_of_hanging() {
     assert!(t.elapsed() < Duration::from_secs(5), "open took {:?}", t.elapsed());
     sshd.resume();
     assert!(be.info("a").await.unwrap().exists, "works again once the server answers");
+    be.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------- pooling
+
+/// A backend on `sshd` holding up to `connections` connections (fault-test timeouts).
+async fn pooled(sshd: &Sshd, connections: usize) -> (Sftp, String) {
+    let mut o = fault_options(sshd);
+    o.connections = connections;
+    let url = sshd.url();
+    let be = Sftp::with_options(&url, o).unwrap();
+    be.create().await.unwrap();
+    be.open().await.unwrap();
+    (be, url)
+}
+
+/// Established connections to `sshd` once they settle at `want` (a closed connection's
+/// socket may take a moment to leave ESTABLISHED); what they are after 10 s otherwise.
+async fn established(sshd: &Sshd, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = sshd.established();
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of item `i` in round `round`: its own bytes and size.
+fn pool_value(round: usize, i: usize, size: usize) -> Bytes {
+    Bytes::from(vec![(round * 16 + i) as u8; size + i])
+}
+
+/// 16 concurrent stores (values of about `size` bytes), then 16 concurrent loads, infos
+/// and hashes, all checked. Started together on one task: all 16 are in flight before
+/// any can finish.
+async fn sixteen_at_once(be: &Sftp, round: usize, size: usize) {
+    let name = |i: usize| format!("p/item{i:02}");
+    let stores = (0..16).map(|i| {
+        let (be, name) = (be.clone(), name(i));
+        async move { be.store(&name, pool_value(round, i, size)).await }
+    });
+    for (i, r) in futures::future::join_all(stores).await.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("round {round}: store {i}: {e}"));
+    }
+    let loads = (0..16).map(|i| {
+        let (be, name) = (be.clone(), name(i));
+        async move { be.load(&name, 0, None).await }
+    });
+    for (i, r) in futures::future::join_all(loads).await.into_iter().enumerate() {
+        assert!(r.unwrap() == pool_value(round, i, size), "round {round}: load {i} gives another value");
+    }
+    let infos = (0..16).map(|i| {
+        let (be, name) = (be.clone(), name(i));
+        async move { be.info(&name).await }
+    });
+    for (i, r) in futures::future::join_all(infos).await.into_iter().enumerate() {
+        assert_eq!(r.unwrap().size, (size + i) as u64, "round {round}: info {i}");
+    }
+    let hashes = (0..16).map(|i| {
+        let (be, name) = (be.clone(), name(i));
+        async move { be.hash(&name, HashAlgorithm::Sha256).await }
+    });
+    for (i, r) in futures::future::join_all(hashes).await.into_iter().enumerate() {
+        let want = hex::encode(Sha256::digest(pool_value(round, i, size)));
+        assert_eq!(r.unwrap(), want, "round {round}: hash {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_operations_spread_over_pooled_connections() {
+    let sshd = start_sshd().await;
+
+    // connections = 1: today's behaviour, everything over the one connection of open.
+    let (be, _) = pooled(&sshd, 1).await;
+    let logins = sshd.logins();
+    assert_eq!((be.connected(), established(&sshd, 1).await), (1, 1));
+    sixteen_at_once(&be, 0, 64 * 1024).await;
+    assert_eq!(be.connected(), 1);
+    assert_eq!(established(&sshd, 1).await, 1, "connections = 1 uses one SSH connection");
+    assert_eq!(sshd.logins(), logins, "and never opens another");
+    be.close().await.unwrap();
+
+    // connections = 4: open makes one; one operation at a time keeps using it.
+    let (be, _) = pooled(&sshd, 4).await;
+    let logins = sshd.logins();
+    assert_eq!((be.connected(), established(&sshd, 1).await), (1, 1), "the others open on demand");
+    for i in 0..4 {
+        be.store(&format!("one/{i}"), Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!((be.connected(), sshd.logins()), (1, logins), "one at a time needs one connection");
+    // 16 at once: spread over all four, each opened once.
+    sixteen_at_once(&be, 1, 64 * 1024).await;
+    let up = established(&sshd, 4).await;
+    println!("connections = 4, 16 concurrent operations: {up} SSH connections");
+    assert_eq!(be.connected(), 4);
+    assert_eq!(up, 4, "16 concurrent operations use all 4 connections");
+    assert_eq!(sshd.logins(), logins + 3, "three more logins, no more");
+    assert_eq!(sshd.sessions().len(), 4, "four server sessions");
+    // Again: the same four connections carry it.
+    sixteen_at_once(&be, 2, 64 * 1024).await;
+    assert_eq!((established(&sshd, 4).await, sshd.logins()), (4, logins + 3));
+    be.close().await.unwrap();
+    assert_eq!(established(&sshd, 0).await, 0, "close ends every connection");
+    assert_eq!(be.connected(), 0);
+
+    // More than 64, or none, is refused clearly.
+    for n in [0, 65] {
+        let mut o = sshd.options();
+        o.connections = n;
+        let e = Sftp::with_options(&sshd.url(), o).err().expect("refused");
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("connections must be between 1 and 64"), "{e}");
+    }
+    let e = backend_from_url(&sshd.url(), BackendOptions { connections: 100, ..Default::default() }).err().unwrap();
+    assert!(e.message.contains("connections must be between 1 and 64"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_that_dies_is_replaced_on_its_own() {
+    let sshd = start_sshd().await;
+    let (be, url) = pooled(&sshd, 4).await;
+    sixteen_at_once(&be, 0, 64 * 1024).await;
+    assert_eq!(be.connected(), 4);
+    let sessions = sshd.sessions();
+    assert_eq!(sessions.len(), 4, "{sessions:?}");
+    let logins = sshd.logins();
+
+    // 16 stores of 2 MiB at once; one connection's server process dies under them.
+    const BIG: usize = 2 * 1024 * 1024;
+    let writers = {
+        let be = be.clone();
+        tokio::spawn(async move {
+            let stores = (0..16).map(|i| {
+                let be = be.clone();
+                async move { be.store(&format!("p/item{i:02}"), pool_value(1, i, BIG)).await }
+            });
+            futures::future::join_all(stores).await
+        })
+    };
+    let dir = sshd.local_path(&url).join("p");
+    let uploading = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let tmps = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count())
+                .unwrap_or(0);
+            if tmps >= 4 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    sshd.kill_session(sessions[1]);
+    let results = tokio::time::timeout(bound(&fault_options(&sshd)) * 2, writers).await.expect("stores hang").unwrap();
+    println!("killed one of 4 connections {} uploads", if uploading { "during" } else { "after" });
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("store {i} after one connection died: {e}"));
+    }
+    // Whether or not an operation was on it when it died: the next ones replace it.
+    sixteen_at_once(&be, 2, 64 * 1024).await;
+    sixteen_at_once(&be, 3, 64 * 1024).await;
+    assert_eq!(sshd.logins(), logins + 1, "only the lost connection was replaced, once");
+    assert_eq!((be.connected(), established(&sshd, 4).await), (4, 4));
+    let now = sshd.sessions();
+    assert_eq!(now.iter().filter(|p| sessions.contains(p)).count(), 3, "the other three stayed: {now:?}");
+    // The temp files of the cut-off stores are removed once a connection works again.
+    let dir = sshd.local_path(&url).join("p");
+    let tmps = || {
+        std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmps() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(tmps(), 0, "temp files of cut-off stores are left on the server");
+    let items = be.list("p").await.unwrap();
+    assert_eq!(items.len(), 16);
+    be.close().await.unwrap();
+}
+
+/// A server that refuses further connections (here: the key is no longer authorized
+/// for new logins; hosters limit connections per account): the operations go on over the
+/// connection it gave, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_further_connection_leaves_the_ones_there_are() {
+    let sshd = start_sshd().await;
+    let (be, _) = pooled(&sshd, 4).await;
+    std::fs::write(sshd.dir().join("authorized_keys"), "").unwrap();
+    sixteen_at_once(&be, 0, 64 * 1024).await;
+    sixteen_at_once(&be, 1, 64 * 1024).await;
+    assert_eq!((be.connected(), established(&sshd, 1).await), (1, 1));
+    let refused = sshd.log().lines().filter(|l| l.contains("Connection closed by authenticating user")).count();
+    println!("further connections refused: {refused}");
+    assert!((1..=3).contains(&refused), "each further connection was tried once, not per operation: {refused}");
     be.close().await.unwrap();
 }
 

@@ -138,6 +138,7 @@ impl Registry {
                 off_thread: true,
             },
             fsync: settings.fsync,
+            connections: settings.connections,
         };
         let backend = backend_from_url(&settings.url, options)?;
         let streams_uploads = backend.streams_uploads();

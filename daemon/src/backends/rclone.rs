@@ -12,6 +12,10 @@
 //! answers with a 500 other than "not found" are tried three times in all, and a load
 //! that finds no object looks again a few times (a racing move, see `load`); an rcd that
 //! does not answer is not retried.
+//!
+//! Concurrency: each operation is an HTTP request of its own (reqwest's pool, no limit
+//! per host; the lock on the rcd is only held to copy its address, never across a
+//! request), and rcd (Go's HTTP server) serves each request in a goroutine of its own.
 
 use super::retry::{Failure, Retry};
 use super::Backend;

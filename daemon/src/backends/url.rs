@@ -11,13 +11,32 @@ use percent_encoding::percent_decode_str;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Connections per store of the backends that open several (sftp), unless configured.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Most connections per store a config may ask for.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Options only some backends accept.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BackendOptions {
     /// Permissions, quota and fsync of `file:` stores.
     pub posixfs: PosixFsOptions,
     /// Durability of acknowledged writes, for backends that can flush (sftp).
     pub fsync: super::durability::FsyncMode,
+    /// Most connections an open store holds, where the protocol needs several to carry
+    /// concurrent operations (sftp; 1 to 64). The others ignore it: S3, REST and rclone
+    /// run each request on a pooled HTTP connection of its own.
+    pub connections: usize,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            posixfs: PosixFsOptions::default(),
+            fsync: Default::default(),
+            connections: DEFAULT_CONNECTIONS,
+        }
+    }
 }
 
 impl BackendOptions {
@@ -63,7 +82,7 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
     match scheme {
         "sftp" => {
             #[cfg(feature = "sftp")]
-            return super::sftp::from_url(url, options.fsync);
+            return super::sftp::from_url(url, options.fsync, options.connections);
             #[cfg(not(feature = "sftp"))]
             return missing("sftp");
         }
@@ -107,5 +126,7 @@ mod tests {
         assert!(file_url_path("file:///x%00y").is_err());
         assert_eq!(file_url_path("sftp://x/y").unwrap(), None);
         assert!(backend_from_url("gopher://x", BackendOptions::default()).is_err());
+        assert_eq!(BackendOptions::default().connections, DEFAULT_CONNECTIONS);
+        assert_eq!(BackendOptions::daemon().connections, DEFAULT_CONNECTIONS);
     }
 }

@@ -15,6 +15,12 @@
 //!   `list`; `deleter`: `delete`, `move`, `rmdir`.
 //! - here: [`RestClient`], the [`Backend`], which checks names and the open state and
 //!   hands each call to those parts; [`from_url`].
+//!
+//! Concurrency: over `http(s)://` one reqwest client per store, shared without a lock;
+//! each request in flight has an HTTP/1.1 connection of its own from reqwest's pool (no
+//! limit per host; HTTP/2 streams where an https server offers h2). The stdio transport
+//! (`rest://`) is one HTTP/1.1 exchange at a time over the pipes of its one server
+//! process: there, operations take turns.
 
 mod core;
 mod deleter;

@@ -58,6 +58,10 @@
 //! (no such bucket), PermissionDenied (401/403) or Backend (anything else, with the S3
 //! error code). Errors name the item (never the store's prefix); only bucket errors
 //! name the bucket.
+//!
+//! Concurrency: one SDK client per store, shared by all operations without a lock; each
+//! request takes an HTTP connection of its own from the SDK's connection pool (hyper, no
+//! limit per host), so concurrent operations are concurrent requests to the endpoint.
 
 pub mod url;
 

@@ -59,6 +59,9 @@ pub struct SftpOptions {
     pub reconnect_wait: Duration,
     /// Flush each stored file on the server (`fsync@openssh.com`) before its rename.
     pub fsync: bool,
+    /// Most SSH connections an open store holds (1 to 64; the store's config key
+    /// `connections`), see [`super::pool`].
+    pub connections: usize,
 }
 
 // The defaults of Python borgstore's sftp backend.
@@ -90,6 +93,7 @@ impl SftpOptions {
             reconnect_tries: DEFAULT_RECONNECT_TRIES,
             reconnect_wait: DEFAULT_RECONNECT_WAIT,
             fsync: true,
+            connections: super::pool::DEFAULT_CONNECTIONS,
         }
     }
 

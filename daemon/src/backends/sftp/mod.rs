@@ -5,7 +5,8 @@
 //!
 //! - [`url`]: the URL grammar; [`config`]: options from the environment and ssh_config
 //!   (documented there: `BORGSTORE_SFTP_KEY`, `BORGSTORE_SFTP_KNOWN_HOSTS`, timeouts);
-//!   [`known_hosts`]: host key checking; [`conn`]: one SSH connection and its requests.
+//!   [`known_hosts`]: host key checking; [`conn`]: one SSH connection and its requests;
+//!   [`pool`]: the connections of an open store.
 //! - Authentication: public keys only, in paramiko's order: configured keys
 //!   (`BORGSTORE_SFTP_KEY`, then ssh_config `IdentityFile`), ssh-agent (`SSH_AUTH_SOCK`),
 //!   then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
@@ -28,7 +29,14 @@
 //!   `reconnect_tries` times `reconnect_wait` apart (the common policy of
 //!   `backends::retry`); then it fails with ConnectionLost.
 //!   One that finds the connection already gone connects first, without waiting.
-//!   Concurrent operations share one connection and one reconnect.
+//! - Concurrency: an open store holds up to `connections` SSH connections (the store's
+//!   config key, default 4, 1 to 64; [`pool`]), each with its own sftp session. Each
+//!   operation runs on the connection with the fewest operations in flight; a further
+//!   connection is opened only when every open one is busy, so a store used one
+//!   operation at a time keeps one connection. Within a connection requests are
+//!   multiplexed (many in flight). Each connection is replaced on its own when lost
+//!   (concurrent operations on it share that one reconnect); the temp files of stores it
+//!   cut off are removed once any connection is up again.
 //!   Removals (delete, move) that find their object gone on a retry count as done, as in
 //!   Python. Every network wait is bounded: connect (`connect_timeout`, whole handshake),
 //!   each sftp request (`request_timeout`), SSH keepalives for idle connections.
@@ -38,6 +46,7 @@
 pub mod config;
 pub mod conn;
 pub mod known_hosts;
+pub mod pool;
 pub mod url;
 
 use super::retry::{Failure, Retry};
@@ -50,6 +59,7 @@ use bytes::Bytes;
 pub use config::SftpOptions;
 use conn::{is_lost, is_no_such_file, lost, Conn};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use pool::{Pool, MAX_CONNECTIONS};
 use rand::Rng;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, StatusCode};
@@ -58,11 +68,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 pub use url::SftpUrl;
 
-/// A backend for an `sftp:` URL, configured from the environment (see [`config`]).
-pub fn from_url(url: &str, fsync: crate::backends::durability::FsyncMode) -> Result<Arc<dyn Backend>> {
+/// A backend for an `sftp:` URL, configured from the environment (see [`config`]), with
+/// up to `connections` SSH connections while open.
+pub fn from_url(
+    url: &str,
+    fsync: crate::backends::durability::FsyncMode,
+    connections: usize,
+) -> Result<Arc<dyn Backend>> {
     let mut options = SftpOptions::from_env()?;
     options.fsync = fsync.durable();
-    Ok(Arc::new(Sftp::new(url::parse(url)?, options)))
+    options.connections = connections;
+    Ok(Arc::new(Sftp::with_options(url, options)?))
+}
+
+/// Ok when `n` is a valid number of connections per store.
+pub fn check_connections(n: usize) -> Result<()> {
+    if (1..=MAX_CONNECTIONS).contains(&n) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("sftp: connections must be between 1 and {MAX_CONNECTIONS}, not {n}")))
+    }
 }
 
 /// A store in a directory on an SFTP server.
@@ -75,10 +100,11 @@ struct Inner {
     url: SftpUrl,
     options: SftpOptions,
     opened: super::open_state::OpenState,
-    /// The current connection while open (None after a failed reconnect).
-    conn: Mutex<Option<Arc<Conn>>>,
-    /// One reconnect at a time; the others wait and use its result.
-    reconnecting: tokio::sync::Mutex<()>,
+    /// The connections while open.
+    pool: Pool,
+    /// Held (shared) while a connection is put in place, (exclusively) by open and close:
+    /// no connection is put in place once closed.
+    lifecycle: tokio::sync::RwLock<()>,
     next_id: AtomicU64,
     /// Temp files of stores cut off by a lost connection, removed after the reconnect.
     stale_temps: Mutex<Vec<String>>,
@@ -153,15 +179,16 @@ fn temp_leaf() -> String {
 }
 
 impl Sftp {
-    /// A backend for `url` with `options` (nothing is contacted until used).
+    /// A backend for `url` with `options` (nothing is contacted until used); a number
+    /// of connections outside 1..=64 is taken as the nearest of those.
     pub fn new(url: SftpUrl, options: SftpOptions) -> Self {
         Sftp {
             inner: Arc::new(Inner {
                 url,
+                pool: Pool::new(options.connections),
                 options,
                 opened: Default::default(),
-                conn: Mutex::new(None),
-                reconnecting: tokio::sync::Mutex::new(()),
+                lifecycle: tokio::sync::RwLock::new(()),
                 next_id: AtomicU64::new(1),
                 stale_temps: Mutex::new(Vec::new()),
                 server_hash: AtomicBool::new(true),
@@ -171,7 +198,13 @@ impl Sftp {
 
     /// Parse `url` and use `options` instead of the environment's.
     pub fn with_options(url: &str, options: SftpOptions) -> Result<Self> {
+        check_connections(options.connections)?;
         Ok(Sftp::new(url::parse(url)?, options))
+    }
+
+    /// SSH connections up now (at most the configured `connections`).
+    pub fn connected(&self) -> usize {
+        self.inner.pool.connected()
     }
 
     /// The parsed URL.
@@ -212,32 +245,60 @@ impl Sftp {
         Ok(c)
     }
 
-    /// Replace the connection `failed` (None: there is none) with a new one, unless
-    /// another task already did.
-    async fn reconnect(&self, failed: Option<u64>) -> Result<Arc<Conn>> {
-        let _one_at_a_time = self.inner.reconnecting.lock().await;
-        let current = lock(&self.inner.conn).clone();
+    /// Replace the connection `failed` of slot `index` (None: it has none) with a new
+    /// one, unless another operation on that slot already did.
+    async fn reconnect(&self, index: usize, failed: Option<u64>) -> Result<Arc<Conn>> {
+        let slot = self.inner.pool.slot(index);
+        let _one_at_a_time = slot.reconnecting.lock().await;
+        let current = slot.current();
         if let Some(c) = &current {
             if Some(c.id) != failed && !c.is_closed() {
                 return Ok(c.clone());
             }
         }
-        if let Some(old) = current {
+        if index > 0 && !slot.connected_once() && index >= self.inner.pool.usable() {
+            // Capped while this one waited: the server gives no more connections.
+            return Err(lost("sftp: no further connection"));
+        }
+        if let Some(old) = slot.replace(None) {
             tokio::spawn(async move { old.disconnect().await });
         }
-        *lock(&self.inner.conn) = None;
+        self.must_be_open()?;
         let c = Arc::new(self.connect(true).await?);
-        *lock(&self.inner.conn) = Some(c.clone());
-        let stale: Vec<String> = std::mem::take(&mut *lock(&self.inner.stale_temps));
-        if !stale.is_empty() {
-            let cleaner = c.clone();
-            tokio::spawn(async move {
-                for tmp in stale {
-                    let _ = cleaner.sftp.remove(tmp).await;
-                }
-            });
+        {
+            let _not_closing = self.inner.lifecycle.read().await;
+            if let Err(e) = self.must_be_open() {
+                drop(_not_closing);
+                c.disconnect().await;
+                return Err(e);
+            }
+            slot.replace(Some(c.clone()));
         }
+        if failed.is_some() || index > 0 {
+            tracing::debug!("sftp: connection {} of {} up", index + 1, self.inner.pool.size());
+        }
+        self.remove_stale_temps(&c);
         Ok(c)
+    }
+
+    /// Remove the temp files of stores cut off by a lost connection, over `c` (one that
+    /// works), in the background. Called after each reconnect and after each operation
+    /// that succeeded, so a cut-off store's temp file goes soon, whichever connection
+    /// comes back first.
+    fn remove_stale_temps(&self, c: &Arc<Conn>) {
+        let stale: Vec<String> = {
+            let mut list = lock(&self.inner.stale_temps);
+            if list.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *list)
+        };
+        let cleaner = c.clone();
+        tokio::spawn(async move {
+            for tmp in stale {
+                let _ = cleaner.sftp.remove(tmp).await;
+            }
+        });
     }
 
     /// Run `op` on the connection; when the connection turns out lost, reconnect and
@@ -255,21 +316,53 @@ impl Sftp {
         let options = &self.inner.options;
         let label = format!("sftp: {what}");
         let mut tries = Retry::Every { wait: options.reconnect_wait, retries: options.reconnect_tries }.start(&label);
+        // The connection to run on (see `pool`), for this operation's every attempt.
+        let mut lease = self.inner.pool.pick();
         // A connection known to be gone (closed, or an earlier reconnect failed) is
-        // replaced right away: that is this operation's first attempt, not a retry.
-        let current = lock(&self.inner.conn).clone();
+        // replaced right away: that is this operation's first attempt, not a retry; so
+        // is a connection not opened yet.
+        let current = lease.slot().current();
         let mut failed = current.as_ref().map(|c| c.id);
         let mut usable = current.filter(|c| !c.is_closed());
         loop {
             let retry = tries.attempt() > 0;
             let conn = match usable.take() {
                 Some(c) => Ok(c),
-                None => self.reconnect(failed).await,
+                None => self.reconnect(lease.index(), failed).await,
             };
+            // A further connection the server would not give: do with those it gave.
+            if let Err(e) = &conn {
+                // Only while others are up (with the server gone, all fail alike), or
+                // when the pool was capped meanwhile.
+                let pool = &self.inner.pool;
+                let further = lease.index() > 0
+                    && !lease.slot().connected_once()
+                    && (pool.connected() > 0 || lease.index() >= pool.usable());
+                if further && e.kind != ErrorKind::BackendMustBeOpen {
+                    if self.inner.pool.cap(lease.index()) {
+                        tracing::warn!(
+                            "sftp: {}: no further connection ({}); going on with {} of {}",
+                            self.target(),
+                            e.message.strip_prefix("sftp: ").unwrap_or(&e.message),
+                            self.inner.pool.usable(),
+                            self.inner.pool.size()
+                        );
+                    }
+                    lease = self.inner.pool.pick();
+                    let current = lease.slot().current();
+                    failed = current.as_ref().map(|c| c.id);
+                    usable = current.filter(|c| !c.is_closed());
+                    continue;
+                }
+            }
             let result = match conn {
                 Ok(c) => {
                     failed = Some(c.id);
-                    op(c).await
+                    let done = op(c.clone()).await;
+                    if done.is_ok() {
+                        self.remove_stale_temps(&c);
+                    }
+                    done
                 }
                 Err(e) => Err(e),
             };
@@ -297,10 +390,15 @@ impl Sftp {
         }
     }
 
+    /// `host[:port]` for messages.
+    fn target(&self) -> String {
+        let url = &self.inner.url;
+        format!("{}{}", url.host, url.port.map(|p| format!(":{p}")).unwrap_or_default())
+    }
+
     /// The error of an operation whose connection stayed lost through all retries.
     fn gave_up(&self, what: &str, last: &Error) -> Error {
-        let url = &self.inner.url;
-        let target = format!("{}{}", url.host, url.port.map(|p| format!(":{p}")).unwrap_or_default());
+        let target = self.target();
         lost(format!(
             "sftp: {what} failed: the connection to {target} was lost and could not be re-established \
              (reconnect attempts: {}; last error: {})",
@@ -492,22 +590,23 @@ impl Backend for Sftp {
                 return Err(e);
             }
         }
-        let _guard = self.inner.reconnecting.lock().await;
+        let _guard = self.inner.lifecycle.write().await;
         if let Err(e) = self.inner.opened.open() {
             c.disconnect().await;
             return Err(e);
         }
-        *lock(&self.inner.conn) = Some(Arc::new(c));
+        // The first connection; the others open when concurrent operations need them.
+        self.inner.pool.slot(0).replace(Some(Arc::new(c)));
         Ok(())
     }
 
     async fn close(&self) -> Result<()> {
-        let _guard = self.inner.reconnecting.lock().await;
-        self.inner.opened.close()?;
-        let c = lock(&self.inner.conn).take();
-        if let Some(c) = c {
-            c.disconnect().await;
-        }
+        let conns = {
+            let _guard = self.inner.lifecycle.write().await;
+            self.inner.opened.close()?;
+            self.inner.pool.take_all()
+        };
+        futures::future::join_all(conns.iter().map(|c| c.disconnect())).await;
         Ok(())
     }
 
@@ -608,7 +707,12 @@ mod tests {
         let e = be.open().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
         assert!(Sftp::with_options("sftp://h", SftpOptions::isolated()).is_err());
-        assert_eq!(from_url("sftp:/bad", Default::default()).err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
+        assert_eq!(
+            from_url("sftp:/bad", Default::default(), 4).err().map(|e| e.kind),
+            Some(ErrorKind::InvalidArgument)
+        );
+        let e = from_url("sftp://h/x", Default::default(), 0).err().expect("0 connections");
+        assert!(e.message.contains("connections must be between 1 and 64"), "{e}");
     }
 
     #[test]

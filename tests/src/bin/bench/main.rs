@@ -1,7 +1,7 @@
 //! `bench`: how fast borgstore-rs is, and how close to what the machine can do, in one
 //! run (DESIGN.md section 9). Speed targets live here, not in tests.
 //!
-//! `cargo build --release --workspace --bins && target/release/bench [--quick|--smoke] [ipc] [rest] [cache] [fsync]`
+//! `cargo build --release --workspace --bins && target/release/bench [--quick|--smoke] [ipc] [rest] [cache] [fsync] [remote]`
 //!
 //! Every figure is printed beside a limit measured in the same run (the machine is
 //! shared and its speed varies, so only same-run ratios mean anything): a std Unix-socket
@@ -19,7 +19,9 @@
 //! - `rest` ([`rest`]): the Python REST client against Python's server and ours; our
 //!   REST front end against nginx and raw file ops;
 //! - `cache` ([`cache`]): loads from a slow primary with and without a cache;
-//! - `fsync` ([`fsync`]): what durability costs.
+//! - `fsync` ([`fsync`]): what durability costs;
+//! - `remote` ([`remote`]): sftp, S3 and REST-client stores with 20 ms latency per
+//!   call, 1 IPC client vs 16 (a daemon of its own, real sshd and moto on loopback).
 //!
 //! The end is a table of the targets with PASS/MISS ([`targets`]). One daemon serves
 //! every section; its memory when idle after all of them is a target too.
@@ -29,6 +31,7 @@ mod common;
 mod fsync;
 mod ipc;
 mod limits;
+mod remote;
 mod rest;
 mod targets;
 
@@ -57,6 +60,9 @@ async fn main() {
     if want("cache") {
         cache::section(mode).await;
     }
+    if want("remote") {
+        remote::section(mode, &mut res).await;
+    }
     if let Some(d) = &daemon {
         if want("fsync") {
             fsync::section(d, mode).await;
@@ -68,7 +74,7 @@ async fn main() {
         res.set("rss/end", rss as f64);
         println!("daemon memory (RSS) idle after the bench: {rss} KiB ({:.0} MiB)\n", rss as f64 / 1024.0);
     }
-    if daemon.is_some() {
+    if daemon.is_some() || want("remote") {
         targets::print(&res);
     }
 }

@@ -90,6 +90,18 @@ fn list() -> Vec<Target> {
     t.push(at_least("REST PUT 4 KiB >= 0.6 x raw store", "rest/put4k", "rest/put4k/raw", 0.6));
     t.push(at_least("IPC load 8 MiB >= 0.8 x in-process", "ipc1/8m/load", "engine/8m/load", 0.8));
     t.push(at_least("REST GET 8 MiB >= 0.8 x in-process", "rest/get8m", "rest/get8m/engine", 0.8));
+    // Remote stores with 20 ms latency per call: concurrency must not be serialized
+    // anywhere between the clients and the server (section `remote`).
+    for backend in crate::remote::BACKENDS {
+        for op in ["store", "load"] {
+            t.push(at_least(
+                format!("remote {backend} {op} 16 clients >= 10 x 1 client"),
+                format!("remote/{backend}/{op}16"),
+                format!("remote/{backend}/{op}1"),
+                10.0,
+            ));
+        }
+    }
     t.push(Target {
         what: "daemon RSS idle after the bench <= 64 MiB".into(),
         ours: "rss/end".into(),
