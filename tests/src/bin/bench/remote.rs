@@ -14,7 +14,10 @@
 //! targets ask for 10 times. What limits it otherwise is printed beside: the server
 //! (moto is one Python process), this machine's cores, or something that serializes.
 //!
-//! More lines per backend (coalescing on/off, write-behind on/off) go into [`variants`].
+//! Then all 16 clients load one hot item at once: with coalescing (the default of remote
+//! stores) most loads join another's backend call, so the line shows the backend loads
+//! each load cost; the `coalescing off` line of each backend is the same store without.
+//! More lines per backend go into [`variants`].
 
 use crate::common::{keys, Mode, Results};
 use borgstore_client::{Client, ClientOptions};
@@ -57,15 +60,31 @@ pub struct StoreConfig {
 /// a fresh path of the same server, measured and printed like the plain one (targets are
 /// only checked for the plain store).
 fn variants(base: &StoreConfig) -> Vec<StoreConfig> {
-    vec![base.clone()]
+    let mut off = base.clone();
+    off.name = format!("{}-nocoalesce", base.name);
+    off.label = "coalescing off".into();
+    off.toml.push_str("coalesce_reads = false\n");
+    // The same server without the emulated latency: what it (and this machine) can do
+    // at most with 16 clients, the limit the 16-client figures are held against.
+    let mut fast = base.clone();
+    fast.name = format!("{}-nolatency", base.name);
+    fast.label = NO_LATENCY.into();
+    fast.toml = fast.toml.replace(&format!("latency_us = {LATENCY_US}"), "latency_us = 0");
+    vec![base.clone(), off, fast]
 }
 
-/// Rates of one store: `store`/`load` with 1 and with [`CLIENTS`] clients.
+/// The label of the variant that measures the server's own limit.
+const NO_LATENCY: &str = "no latency";
+
+/// Rates of one store: `store`/`load` with 1 and with [`CLIENTS`] clients, and loads of
+/// one hot item by all clients at once with the backend loads each of them cost.
 struct Line {
     store1: f64,
     store16: f64,
     load1: f64,
     load16: f64,
+    hot16: f64,
+    hot_backend_per_load: f64,
 }
 
 /// The peers and the daemon of the section (kept alive together, dropped at the end).
@@ -166,14 +185,32 @@ async fn measure(daemon: &Daemon, store: &str, n1: usize, n16: usize) -> Line {
     for _ in 0..CLIENTS {
         many.push(connect().await.unwrap());
     }
+    // Warm up (connections, nesting directories on the way) outside the timed phases.
+    let warm = keys(n1 + n16 + 4);
+    for k in &warm[n1 + n16..] {
+        one[0].store(k, vec![1; SIZE]).await.unwrap_or_else(|e| panic!("store {k}: {e}"));
+        one[0].load(k, 0, None, false).await.unwrap_or_else(|e| panic!("load {k}: {e}"));
+    }
     let all = keys(n1 + n16);
     let (k1, k16) = (Arc::new(all[..n1].to_vec()), Arc::new(all[n1..].to_vec()));
     let value: Arc<Vec<u8>> = Arc::new((0..SIZE).map(|i| (i % 251) as u8).collect());
     let store1 = phase(&one, "store", k1.clone(), value.clone()).await;
     let store16 = phase(&many, "store", k16.clone(), value.clone()).await;
     let load1 = phase(&one, "load", k1, value.clone()).await;
-    let load16 = phase(&many, "load", k16, value).await;
-    Line { store1, store16, load1, load16 }
+    let load16 = phase(&many, "load", k16.clone(), value.clone()).await;
+    // Every client loads the same item, n16 loads in all: what coalescing saves.
+    let hot = Arc::new(vec![k16[0].clone(); n16]);
+    let before = backend_loads(&one[0]).await;
+    let hot16 = phase(&many, "load", hot, value).await;
+    let hot_backend_per_load = (backend_loads(&one[0]).await - before) as f64 / n16 as f64;
+    Line { store1, store16, load1, load16, hot16, hot_backend_per_load }
+}
+
+async fn backend_loads(c: &Client) -> i64 {
+    match c.stats().await.expect("stats").get("backend_load_calls") {
+        Some(borgstore_ipc::StatValue::Int(n)) => *n,
+        other => panic!("backend_load_calls: {other:?}"),
+    }
 }
 
 pub async fn section(mode: Mode, res: &mut Results) {
@@ -187,8 +224,29 @@ pub async fn section(mode: Mode, res: &mut Results) {
     );
     let s = tokio::task::spawn_blocking(setup).await.unwrap();
     println!("{:<22} {:>6} {:>10} {:>10} {:>7}", "store", "op", "1 client", "16 clients", "ratio");
+    let mut plain: std::collections::HashMap<&str, (f64, f64, f64, f64)> = Default::default();
     for store in &s.stores {
         let line = measure(&s.daemon, &store.name, n1, n16).await;
+        if store.label.is_empty() {
+            plain.insert(store.backend, (line.store1, line.store16, line.load1, line.load16));
+        }
+        if store.label == NO_LATENCY {
+            // 16 clients can at best do 16 times one client, or what the server does
+            // without latency, whichever is less.
+            if let Some((s1, s16, l1, l16)) = plain.get(store.backend).copied() {
+                for (op, one, ours, fast) in [("store", s1, s16, line.store16), ("load", l1, l16, line.load16)] {
+                    let limit = (CLIENTS as f64 * one).min(fast);
+                    println!(
+                        "{:<22} {op:>6} 16 clients {ours:.1} vs limit {limit:.1} = min(16 x 1 client, {fast:.1} \
+                         without latency): ratio {:.2}",
+                        format!("{} vs limit", store.backend),
+                        ours / limit
+                    );
+                    res.set(format!("remote/{}/{op}16lim", store.backend), limit);
+                }
+            }
+            continue;
+        }
         let shown = if store.label.is_empty() {
             store.backend.to_string()
         } else {
@@ -197,14 +255,23 @@ pub async fn section(mode: Mode, res: &mut Results) {
         for (op, one, many) in [("store", line.store1, line.store16), ("load", line.load1, line.load16)] {
             println!("{shown:<22} {op:>6} {one:>10.1} {many:>10.1} {:>6.1}x", many / one);
         }
+        println!(
+            "{shown:<22} {:>6} {:>10} {:>10.1} {:>6.1}x   (one item, all clients; {:.2} backend loads per load)",
+            "hot",
+            "",
+            line.hot16,
+            line.hot16 / line.load1,
+            line.hot_backend_per_load
+        );
         if store.label.is_empty() {
             let key = format!("remote/{}", store.backend);
             res.set(format!("{key}/store1"), line.store1);
             res.set(format!("{key}/store16"), line.store16);
             res.set(format!("{key}/load1"), line.load1);
             res.set(format!("{key}/load16"), line.load16);
+            res.set(format!("{key}/hot_backend_per_load"), line.hot_backend_per_load);
         }
-        if store.backend == "sftp" {
+        if store.backend == "sftp" && store.label.is_empty() {
             println!("{:<22} SSH connections open after it: {}", "", s.sshd.established());
         }
     }

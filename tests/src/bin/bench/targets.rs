@@ -13,6 +13,8 @@ enum Base {
     Figure(String),
     /// A fixed amount (memory: KiB).
     Fixed(f64),
+    /// A fixed amount without a unit (ratio = ours / it).
+    Number(f64),
 }
 
 struct Target {
@@ -100,7 +102,21 @@ fn list() -> Vec<Target> {
                 format!("remote/{backend}/{op}1"),
                 10.0,
             ));
+            t.push(at_least(
+                format!("remote {backend} {op} 16 clients >= 0.8 x limit"),
+                format!("remote/{backend}/{op}16"),
+                format!("remote/{backend}/{op}16lim"),
+                0.8,
+            ));
         }
+        // 16 clients loading one item at once: coalescing makes it a few backend loads.
+        t.push(Target {
+            what: format!("remote {backend} hot item: backend loads per load <= 0.25"),
+            ours: format!("remote/{backend}/hot_backend_per_load"),
+            base: Base::Number(1.0),
+            need: 0.25,
+            at_most: true,
+        });
     }
     t.push(Target {
         what: "daemon RSS idle after the bench <= 64 MiB".into(),
@@ -127,11 +143,11 @@ pub fn print(res: &Results) {
     for t in list() {
         let base = match &t.base {
             Base::Figure(k) => res.get(k),
-            Base::Fixed(v) => Some(*v),
+            Base::Fixed(v) | Base::Number(v) => Some(*v),
         };
         let need = match t.base {
             Base::Fixed(v) => format!("<= {:.0} MiB", v * t.need / 1024.0),
-            Base::Figure(_) => format!("{} {:.2}", if t.at_most { "<=" } else { ">=" }, t.need),
+            Base::Figure(_) | Base::Number(_) => format!("{} {:.2}", if t.at_most { "<=" } else { ">=" }, t.need),
         };
         match (res.get(&t.ours), base) {
             (Some(o), Some(b)) => {
@@ -139,7 +155,7 @@ pub fn print(res: &Results) {
                 let ok = if t.at_most { ratio <= t.need } else { ratio >= t.need };
                 let shown = match t.base {
                     Base::Fixed(_) => format!("{:.0} MiB", o / 1024.0),
-                    Base::Figure(_) => format!("{ratio:.2}"),
+                    Base::Figure(_) | Base::Number(_) => format!("{ratio:.2}"),
                 };
                 println!("{:<50} {shown:>9} {need:>9}  {}", t.what, if ok { "PASS" } else { "MISS" });
                 if ok {
