@@ -93,7 +93,7 @@ async fn readers_racing_a_writer_never_read_a_value_older_than_a_completed_store
     let completed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
-    for c in cs[1..].iter().cloned() {
+    for c in cs[1..].to_vec() {
         let (completed, done) = (completed.clone(), done.clone());
         readers.push(tokio::spawn(async move {
             let mut loads = 0u64;
@@ -152,7 +152,7 @@ async fn max_concurrency_bounds_all_clients_together_and_queueing_shows() {
     for (i, l) in loads.into_iter().enumerate() {
         assert_eq!(l.await.unwrap(), vec![i as u8; 100]);
     }
-    assert!(most >= 1 && most <= 2, "at most max_concurrency calls on the primary, saw {most}");
+    assert!((1..=2).contains(&most), "at most max_concurrency calls on the primary, saw {most}");
     assert!(queued >= 1, "12 clients behind a budget of 2 queued");
     let st = watcher.stats().await.unwrap();
     let queue_time = match st.get("backend_queue_time") {
