@@ -93,8 +93,8 @@ async fn readers_racing_a_writer_never_read_a_value_older_than_a_completed_store
     let completed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
-    for c in cs[1..].to_vec() {
-        let (completed, done) = (completed.clone(), done.clone());
+    for c in cs.iter().skip(1) {
+        let (c, completed, done) = (c.clone(), completed.clone(), done.clone());
         readers.push(tokio::spawn(async move {
             let mut loads = 0u64;
             while !done.load(Ordering::SeqCst) {
