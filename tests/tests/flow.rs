@@ -260,3 +260,25 @@ fn two_rest_users_each_get_at_least_forty_percent_of_bandwidth_in() {
     );
     assert!(shares[0] + shares[1] <= 1.3, "the budget holds: {:.2} of it was used", shares[0] + shares[1]);
 }
+
+#[test]
+fn a_changed_budget_on_sighup_says_it_needs_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let d = daemon(root.path(), "", "max_concurrency = 2");
+    let cfg = root.path().join("borgstored.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_concurrency = 2", "max_concurrency = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.log_text().contains("reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = d.log_text();
+    assert!(
+        log.contains(
+            "store s: max_concurrency, bandwidth_in/out, coalesce_reads and connections change only with a restart"
+        ),
+        "{log}"
+    );
+}

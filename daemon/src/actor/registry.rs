@@ -209,6 +209,11 @@ impl Registry {
             {
                 notes.push(format!("store {name}: its backend's own permissions or quota change only with a restart"));
             }
+            if settings.flow() != entry.settings.flow() || settings.connections != entry.settings.connections {
+                notes.push(format!(
+                    "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads and connections change only with a restart"
+                ));
+            }
             let audit = audit_of(settings, entry.served.audit_log())?;
             next.push((entry, settings.grants(name)?, quarantine_of(name, settings, &config.state_dir), audit));
         }
