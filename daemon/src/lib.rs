@@ -42,6 +42,7 @@ pub mod audit;
 pub mod backends;
 pub mod commands;
 pub mod config;
+pub mod flow;
 pub mod hashing;
 pub mod ipc_server;
 pub mod limits;

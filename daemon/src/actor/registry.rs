@@ -151,6 +151,7 @@ impl Registry {
             }
             _ => None,
         };
+        let backend = crate::flow::write_behind::wrap(backend, settings);
         let store = Store::build(backend, settings.namespaces()?, settings.emulator()?, cache);
         let opened = match store.open().await {
             Ok(()) => true,

@@ -546,6 +546,12 @@ impl Store {
         Ok(name.strip_prefix(prefix.as_str()).unwrap_or(&name).to_string())
     }
 
+    /// Wait until every write acknowledged before this call is on the primary backend
+    /// (write-behind namespaces; at once otherwise).
+    pub async fn sync(&self) -> Result<()> {
+        self.counted("sync", self.inner.backend.sync()).await
+    }
+
     /// Quota limit and usage from the backend ([`Quota::OFF`] when it has none).
     pub async fn quota(&self) -> Result<Quota> {
         self.inner.backend.quota().await
@@ -554,7 +560,11 @@ impl Store {
     /// Statistics with the Python key names.
     pub fn stats(&self) -> Stats {
         let disabled = self.cache().is_some_and(|c| c.disabled());
-        self.stats_lock().snapshot(disabled)
+        let mut st = self.stats_lock().snapshot(disabled);
+        for (key, value) in self.inner.backend.gauges() {
+            st.insert(key.to_string(), borgstore_ipc::StatValue::Int(i64::try_from(value).unwrap_or(i64::MAX)));
+        }
+        st
     }
 }
 
