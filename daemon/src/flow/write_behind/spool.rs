@@ -337,13 +337,14 @@ impl Spool {
     pub async fn open(&self) -> Result<()> {
         let dir = self.dir.clone();
         let prefix = self.prefix.clone();
-        let found = tokio::task::spawn_blocking(move || scan(&dir, &prefix))
+        let (found, seen) = tokio::task::spawn_blocking(move || scan(&dir, &prefix))
             .await
             .map_err(|e| Error::new(ErrorKind::Backend, format!("write-behind replay: {e}")))??;
         let mut st = self.lock();
         let generation = st.generation;
         *st = State { generation, open: true, ..State::default() };
-        let mut next = 0;
+        // After every sequence number seen, also of corrupt and unfinished entries.
+        let mut next = seen;
         for (name, (seq, size, mtime)) in found {
             next = next.max(seq + 1);
             st.bytes += size;
@@ -677,14 +678,25 @@ fn move_aside(dir: &Path, path: &Path) {
     let aside = dir.join("corrupt");
     let _ = std::fs::create_dir_all(&aside);
     if let Some(file) = path.file_name() {
-        let _ = std::fs::rename(path, aside.join(file));
+        let mut target = aside.join(file);
+        if target.exists() {
+            // An older corrupt entry of the same number: keep both.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            target = aside.join(format!("{}.{nanos}", file.to_string_lossy()));
+        }
+        let _ = std::fs::rename(path, target);
     }
     let _ = fsync_dir(dir);
 }
 
 /// Replay scan (blocking): create the directory, remove temp files, check entries, keep
-/// the newest per name. Name -> (seq, size, mtime).
-fn scan(dir: &Path, prefix: &str) -> Result<BTreeMap<String, (u64, u64, f64)>> {
+/// the newest per name. Name -> (seq, size, mtime), and 1 + the highest sequence number
+/// of any file seen.
+type Found = BTreeMap<String, (u64, u64, f64)>;
+fn scan(dir: &Path, prefix: &str) -> Result<(Found, u64)> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -693,9 +705,13 @@ fn scan(dir: &Path, prefix: &str) -> Result<BTreeMap<String, (u64, u64, f64)>> {
         .map_err(|e| io_error("create spool directory", e))?;
     let mut found: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
     let mut stale = Vec::new();
+    let mut seen = 0u64;
     for e in std::fs::read_dir(dir).map_err(|e| io_error("read spool directory", e))?.flatten() {
         let fname = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
+        if let Some(s) = fname.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            seen = seen.max(s.saturating_add(1));
+        }
         if fname.ends_with(TMP) {
             tracing::info!("write-behind: removing an unfinished spool write ({fname})");
             stale.push(path);
@@ -748,5 +764,5 @@ fn scan(dir: &Path, prefix: &str) -> Result<BTreeMap<String, (u64, u64, f64)>> {
     if !stale.is_empty() {
         fsync_dir(dir).map_err(|e| io_error("fsync spool directory", e))?;
     }
-    Ok(found)
+    Ok((found, seen))
 }
