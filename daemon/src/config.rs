@@ -958,8 +958,7 @@ levels = [2]
         let cfg = DaemonConfig::from_toml(&ns("write_behind = \"/var/spool/a\"", "")).unwrap();
         let w = &cfg.stores["a"].write_behind["data/"];
         assert_eq!((w.spool.as_path(), w.max_bytes), (Path::new("/var/spool/a"), 1 << 30));
-        let cfg =
-            DaemonConfig::from_toml(&ns("write_behind = \"/s\"\nwrite_behind_max_bytes = 4096", "")).unwrap();
+        let cfg = DaemonConfig::from_toml(&ns("write_behind = \"/s\"\nwrite_behind_max_bytes = 4096", "")).unwrap();
         assert_eq!(cfg.stores["a"].spools()[0].max_bytes, 4096);
         for (text, needle) in [
             (ns("write_behind = \"relative/spool\"", ""), "absolute"),

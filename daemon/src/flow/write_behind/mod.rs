@@ -95,8 +95,7 @@ impl WriteBehind {
         all.extend(spools.iter().map(|s| s.prefix.clone()));
         all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         all.dedup();
-        let namespaces =
-            all.into_iter().map(|p| (p.clone(), spools.iter().find(|s| s.prefix == p).cloned())).collect();
+        let namespaces = all.into_iter().map(|p| (p.clone(), spools.iter().find(|s| s.prefix == p).cloned())).collect();
         WriteBehind { primary, namespaces, spools, workers: Mutex::default() }
     }
 

@@ -454,10 +454,8 @@ impl Spool {
     /// A reserved write is durable as entry `seq`: it becomes the name's latest value
     /// and is queued. Returns the file of an older entry to remove, if any.
     pub fn acknowledge(&self, name: &str, seq: u64, len: u64) -> Option<PathBuf> {
-        let mtime = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let mtime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let mut st = self.lock();
         st.reserved -= len;
         st.bytes += len;
@@ -540,8 +538,7 @@ impl Spool {
 
     /// Wait until `name` has nothing spooled and nothing in flight.
     pub async fn wait_name(&self, name: &str) {
-        self.wait_until(|st| !st.open || (!st.entries.contains_key(name) && !st.flights.contains_key(name)))
-            .await;
+        self.wait_until(|st| !st.open || (!st.entries.contains_key(name) && !st.flights.contains_key(name))).await;
     }
 
     /// Wait until nothing below `dir` is spooled or in flight.
@@ -681,10 +678,8 @@ fn move_aside(dir: &Path, path: &Path) {
         let mut target = aside.join(file);
         if target.exists() {
             // An older corrupt entry of the same number: keep both.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             target = aside.join(format!("{}.{nanos}", file.to_string_lossy()));
         }
         let _ = std::fs::rename(path, target);
@@ -753,7 +748,9 @@ fn scan(dir: &Path, prefix: &str) -> Result<(Found, u64)> {
                 move_aside(dir, &path);
             }
             Err(why) => {
-                tracing::error!("write-behind: spool entry {fname} is corrupt ({why}); moved to corrupt/, NOT uploaded");
+                tracing::error!(
+                    "write-behind: spool entry {fname} is corrupt ({why}); moved to corrupt/, NOT uploaded"
+                );
                 move_aside(dir, &path);
             }
         }

@@ -56,7 +56,7 @@ async fn upload(spool: &Spool, primary: &Arc<dyn Backend>, job: &Job) {
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(
                         namespace = %spool.prefix,
                         failures,
