@@ -91,6 +91,10 @@ impl BlockingClient {
     pub fn gather(&self, sources: Vec<Source>, namespace: Option<String>, deleted: bool) -> Result<Vec<u8>> {
         self.rt.block_on(self.client.gather(sources, namespace, deleted))
     }
+    /// See [`Client::sync`].
+    pub fn sync(&self) -> Result<()> {
+        self.rt.block_on(self.client.sync())
+    }
     /// See [`Client::quota`].
     pub fn quota(&self) -> Result<Quota> {
         self.rt.block_on(self.client.quota())

@@ -299,6 +299,13 @@ impl Client {
         self.data(Op::Gather { sources, namespace, deleted }).await
     }
 
+    /// The write-behind barrier: returns once every value the daemon acknowledged before
+    /// this call is on the store's primary backend (for a store with write-behind
+    /// namespaces; at once otherwise). May wait as long as the primary is unreachable.
+    pub async fn sync(&self) -> Result<()> {
+        self.ok(Op::Sync).await
+    }
+
     /// The store's quota limit and usage in bytes (limit -1: no quota).
     pub async fn quota(&self) -> Result<Quota> {
         match self.call(Op::Quota).await? {

@@ -121,6 +121,18 @@ pub struct StoreSettings {
     pub bandwidth_out: Option<u64>,
     /// Coalesce identical concurrent loads and infos (None: the URL kind's default).
     pub coalesce_reads: Option<bool>,
+    /// Write-behind namespaces: namespace -> its local spool (see
+    /// [`crate::flow::write_behind`]).
+    pub write_behind: BTreeMap<String, WriteBehindSettings>,
+}
+
+/// The write-behind setting of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBehindSettings {
+    /// The spool directory (absolute; created 0700).
+    pub spool: PathBuf,
+    /// Writers wait while the spool would hold more value bytes than this.
+    pub max_bytes: u64,
 }
 
 /// `max_concurrency` of a remote store that does not set it.
@@ -177,6 +189,7 @@ impl StoreSettings {
             bandwidth_in: None,
             bandwidth_out: None,
             coalesce_reads: None,
+            write_behind: BTreeMap::new(),
         }
     }
 
@@ -193,7 +206,20 @@ impl StoreSettings {
                 bandwidth_out: self.bandwidth_out,
             },
             coalesce: self.coalesce_reads.unwrap_or(remote),
+            spools: self.spools(),
         }
+    }
+
+    /// The spools of its write-behind namespaces, for [`crate::flow::write_behind`].
+    pub fn spools(&self) -> Vec<crate::flow::write_behind::SpoolConfig> {
+        self.write_behind
+            .iter()
+            .map(|(ns, w)| crate::flow::write_behind::SpoolConfig {
+                namespace: ns.clone(),
+                dir: w.spool.clone(),
+                max_bytes: w.max_bytes,
+            })
+            .collect()
     }
 
     /// Are permissions checked per principal by the store actor ([`crate::policy`])
@@ -462,6 +488,8 @@ struct FileNamespace {
     cache: Option<String>,
     max_age: Option<f64>,
     size: Option<u64>,
+    write_behind: Option<PathBuf>,
+    write_behind_max_bytes: Option<u64>,
 }
 
 /// Flags that refine the configuration (what `borgstored` parses from its command line).
@@ -643,8 +671,27 @@ impl DaemonConfig {
             }
             let mut cache = BTreeMap::new();
             let mut namespaces = BTreeMap::new();
+            let mut write_behind = BTreeMap::new();
             for (ns, n) in s.namespaces {
                 let where_ = format!("store {name}, namespace {ns:?}");
+                match (n.write_behind, n.write_behind_max_bytes) {
+                    (None, Some(_)) => {
+                        return Err(Error::invalid(format!("{where_}: write_behind_max_bytes needs write_behind")))
+                    }
+                    (Some(spool), max) => {
+                        if !spool.is_absolute() {
+                            return Err(Error::invalid(format!(
+                                "{where_}: write_behind must be an absolute path (the spool directory)"
+                            )));
+                        }
+                        let max_bytes = max.unwrap_or(crate::flow::write_behind::DEFAULT_MAX_BYTES);
+                        if max_bytes == 0 {
+                            return Err(Error::invalid(format!("{where_}: write_behind_max_bytes must be > 0")));
+                        }
+                        write_behind.insert(ns.clone(), WriteBehindSettings { spool, max_bytes });
+                    }
+                    (None, None) => {}
+                }
                 let mode: crate::store::cache::CacheMode = match n.cache.as_deref() {
                     Some(m) => m.parse().map_err(|e: Error| Error::invalid(format!("{where_}: {}", e.message)))?,
                     None => crate::store::cache::CacheMode::Off,
@@ -746,6 +793,7 @@ impl DaemonConfig {
                     bandwidth_in: s.bandwidth_in,
                     bandwidth_out: s.bandwidth_out,
                     coalesce_reads: s.coalesce_reads,
+                    write_behind,
                 },
             );
         }
@@ -875,6 +923,25 @@ impl DaemonConfig {
                 }
             }
         }
+        let mut spools: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for (name, s) in &stores {
+            if !s.write_behind.is_empty() && (s.permissions.is_some() || s.quota.is_some()) {
+                return Err(Error::invalid(format!(
+                    "store {name}: write_behind cannot be combined with the store's permissions or quota \
+                     (the primary could refuse later what the spool already acknowledged)"
+                )));
+            }
+            for (ns, w) in &s.write_behind {
+                let key: PathBuf = w.spool.components().collect();
+                if let Some(other) = spools.insert(key, format!("store {name}, namespace {ns:?}")) {
+                    return Err(Error::invalid(format!(
+                        "{other} and store {name}, namespace {ns:?} have the same write_behind spool {}: \
+                         give each its own",
+                        w.spool.display()
+                    )));
+                }
+            }
+        }
         for (name, s) in &stores {
             s.namespaces().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
             s.permissions().map_err(|e| Error::invalid(format!("store {name}: {}", e.message)))?;
@@ -984,6 +1051,34 @@ coalesce_reads = false
         for bad in ["max_concurrency = 0", "max_concurrency = 100000", "bandwidth_in = 0", "bandwidth_out = -1"] {
             let e = DaemonConfig::from_toml(&format!("[stores.x]\nurl = \"file:///a\"\n{bad}")).unwrap_err();
             assert!(e.message.contains("store x") || e.message.contains("expected u64"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn write_behind_keys_parse_and_are_checked() {
+        let ns = |extra: &str, more: &str| {
+            format!(
+                "[stores.a]\nurl = \"http://127.0.0.1:1/\"\n{more}\n[stores.a.namespaces.\"data/\"]\nlevels = [2]\n{extra}"
+            )
+        };
+        let cfg = DaemonConfig::from_toml(&ns("write_behind = \"/var/spool/a\"", "")).unwrap();
+        let w = &cfg.stores["a"].write_behind["data/"];
+        assert_eq!((w.spool.as_path(), w.max_bytes), (Path::new("/var/spool/a"), 1 << 30));
+        let cfg = DaemonConfig::from_toml(&ns("write_behind = \"/s\"\nwrite_behind_max_bytes = 4096", "")).unwrap();
+        assert_eq!(cfg.stores["a"].spools()[0].max_bytes, 4096);
+        for (text, needle) in [
+            (ns("write_behind = \"relative/spool\"", ""), "absolute"),
+            (ns("write_behind_max_bytes = 5", ""), "needs write_behind"),
+            (ns("write_behind = \"/s\"\nwrite_behind_max_bytes = 0", ""), "> 0"),
+            (ns("write_behind = \"/s\"", "quota = 100"), "quota"),
+            (ns("write_behind = \"/s\"", "permissions = \"lr\""), "permissions"),
+            (
+                ns("write_behind = \"/s\"", "") + "\n[stores.b]\nurl = \"file:///b\"\n[stores.b.namespaces.\"\"]\nlevels = [0]\nwrite_behind = \"/s/\"",
+                "same write_behind spool",
+            ),
+        ] {
+            let err = DaemonConfig::from_toml(&text).unwrap_err();
+            assert!(err.message.contains(needle), "{text}: {err}");
         }
     }
 

@@ -211,6 +211,10 @@ pub enum Op {
     /// Counters per principal: every principal's for the daemon's own user, the
     /// caller's own for anyone else.
     PrincipalStats,
+    /// The write-behind barrier: answered ([`Reply::Ok`]) once every value acknowledged
+    /// before it is on the primary backend; at once for a store without write-behind.
+    /// (Last, so the bincode tags of the variants above stay.)
+    Sync,
 }
 
 /// The counters of one principal (a rule's label) on one store.

@@ -38,3 +38,4 @@ pub mod rest;
 pub mod scenario;
 pub mod sshd;
 pub mod users;
+pub mod write_behind;

@@ -277,7 +277,7 @@ fn a_changed_budget_on_sighup_says_it_needs_a_restart() {
     let log = d.log_text();
     assert!(
         log.contains(
-            "store s: max_concurrency, bandwidth_in/out, coalesce_reads and connections change only with a restart"
+            "store s: max_concurrency, bandwidth_in/out, coalesce_reads, connections and write_behind change only with a restart"
         ),
         "{log}"
     );

@@ -135,6 +135,18 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// Wait until the store's write-behind uploads reach the primary backend.
+    ///
+    /// A store with write-behind namespaces (the `write_behind` key in borgstored's
+    /// config) acknowledges a value once it is durable in a local spool on the daemon's
+    /// host, and uploads it to the primary (remote) backend in the background. `sync`
+    /// returns once every value acknowledged before it is on the primary; until then
+    /// the remote copy may lack recent writes. Run it after a backup (`borg create`,
+    /// `borg compact`, ...) before relying on the remote copy alone. It waits as long
+    /// as the primary is unreachable (stop it with Ctrl-C: nothing is lost, the uploads
+    /// go on). For a store without write-behind it returns at once.
+    #[command(long_about)]
+    Sync,
     /// Show the quota limit and usage (-1: off).
     Quota {
         #[command(flatten)]
@@ -456,6 +468,7 @@ async fn run(client: &Client, command: Command) -> Result<(), Error> {
             }
             .map_err(io_err)?;
         }
+        Command::Sync => client.sync().await?,
         Command::Quota { json } => {
             let q = client.quota().await?;
             if json.json {

@@ -153,7 +153,7 @@ impl Registry {
             _ => None,
         };
         let store =
-            Store::build_with_flow(backend, settings.namespaces()?, settings.emulator()?, cache, settings.flow());
+            Store::build_with_flow(backend, settings.namespaces()?, settings.emulator()?, cache, &settings.flow());
         let opened = match store.open().await {
             Ok(()) => true,
             Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {
@@ -211,7 +211,7 @@ impl Registry {
             }
             if settings.flow() != entry.settings.flow() || settings.connections != entry.settings.connections {
                 notes.push(format!(
-                    "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads and connections change only with a restart"
+                    "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads, connections and write_behind change only with a restart"
                 ));
             }
             let audit = audit_of(settings, entry.served.audit_log())?;

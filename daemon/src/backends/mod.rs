@@ -155,6 +155,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn quota(&self) -> Result<Quota> {
         Ok(Quota::OFF)
     }
+
+    /// Wait until every write acknowledged before this call is on the primary (a
+    /// write-behind layer's barrier, see `crate::flow::write_behind`). Default: every
+    /// acknowledged write already is.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Counters of a layer for the store's stats (name, value), e.g. the write-behind
+    /// spool's `write_behind_pending_items`. Default: none.
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The name a defrag result gets.

@@ -47,6 +47,13 @@ command!(GetPrincipalStats -> std::collections::BTreeMap<String, crate::policy::
     need |_| Need::Nothing,
     apply |c, served| Ok(served.principals().snapshot()));
 
+/// Wait until everything acknowledged before is on the primary backend (the
+/// write-behind barrier; at once without write-behind). Free: it neither waits for nor
+/// holds up other commands; what it waits for is the uploads.
+pub struct Sync;
+
+command!(Sync -> (), access |_| Access::Free, need |_| Need::Nothing, apply |c, served| served.open().await?.sync().await);
+
 /// The store's quota (limit 0: none).
 pub struct GetQuota;
 

@@ -232,6 +232,12 @@ impl Backend for Coalesce {
     async fn quota(&self) -> Result<Quota> {
         self.inner.quota().await
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        self.inner.gauges()
+    }
 }
 
 #[cfg(test)]

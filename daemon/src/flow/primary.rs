@@ -145,4 +145,17 @@ impl Backend for Primary {
     async fn quota(&self) -> Result<Quota> {
         self.inner.quota().await
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let mut gauges = self.inner.gauges();
+        if let Some(fair) = &self.fair {
+            // The budget: calls on the primary now, and calls queued for it.
+            let (in_flight, waiting) = fair.load();
+            gauges.push(("backend_in_flight", in_flight as u64));
+            gauges.push(("backend_waiting", waiting as u64));
+        }
+        gauges
+    }
 }

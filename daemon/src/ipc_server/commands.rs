@@ -166,6 +166,7 @@ async fn submit(store: &StoreHandle, op: Op, room: Room, who: Arc<Who>) -> Resul
         Op::Open | Op::Close => submit.later(lifecycle::Open, ok).await?,
         Op::Stats => submit.later(lifecycle::GetStats, Reply::Stats).await?,
         Op::Quota => submit.later(lifecycle::GetQuota, Reply::Quota).await?,
+        Op::Sync => submit.later(lifecycle::Sync, ok).await?,
         Op::Info { name, deleted } => submit.later(items::Info { name, deleted }, Reply::Info).await?,
         Op::Load { name, offset, size, deleted } => {
             let load = items::Load { name, offset, size, deleted };

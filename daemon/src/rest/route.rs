@@ -84,6 +84,9 @@ pub enum Route {
     Destroy,
     /// `POST ?cmd=quota`
     Quota,
+    /// `POST ?cmd=sync` (our extension): answered once every value acknowledged before
+    /// is on the primary backend (write-behind), at once without write-behind.
+    Sync,
     /// `POST name?cmd=mkdir`
     Mkdir(nested::Mkdir),
     /// `DELETE name?cmd=rmdir`
@@ -137,6 +140,7 @@ impl Route {
                     Route::Hash(nested::Hash { name, algorithm: r.param("algorithm").unwrap_or("sha256").parse()? })
                 }
                 Some("quota") => Route::Quota,
+                Some("sync") => Route::Sync,
                 Some("gather") => Route::Gather,
                 Some("defrag") => Route::Defrag(defrag_target(r)?),
                 // As Python's server: an unknown command on a name is a store, on the root a bad request.
@@ -202,6 +206,7 @@ impl Route {
                 let digest = store.run(c).await?;
                 Ok(HttpResponse::Ok().content_type("text/plain").body(digest))
             }
+            Route::Sync => store.run(lifecycle::Sync).await.map(|()| ok()),
             Route::Quota => {
                 let q = store.run(nested::GetQuota).await?;
                 // Python's json.dumps spacing.

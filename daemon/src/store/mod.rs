@@ -79,8 +79,6 @@ struct Inner {
     backend: Arc<dyn Backend>,
     namespaces: Namespaces,
     stats: SharedStats,
-    /// The budget the primary's calls wait for, when the store has one.
-    fair: Option<Arc<crate::flow::fair::Fair>>,
     /// Swappable: a client may configure the cache of a running store.
     cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
 }
@@ -110,7 +108,7 @@ impl Store {
         emulator: Emulator,
         cache: Option<cache::Cache>,
     ) -> Self {
-        Self::build_with_flow(backend, namespaces, emulator, cache, FlowSettings::default())
+        Self::build_with_flow(backend, namespaces, emulator, cache, &FlowSettings::default())
     }
 
     /// A store whose calls flow to `primary` through the layers `flow` asks for
@@ -120,12 +118,12 @@ impl Store {
         namespaces: Namespaces,
         emulator: Emulator,
         cache: Option<cache::Cache>,
-        flow: FlowSettings,
+        flow: &FlowSettings,
     ) -> Self {
         let stats = SharedStats::default();
-        let (backend, fair) = crate::flow::stack(primary, emulator, flow, stats.clone());
+        let backend = crate::flow::stack(primary, &namespaces, emulator, flow, stats.clone());
         let cache = std::sync::RwLock::new(cache.map(Arc::new));
-        Store { inner: Arc::new(Inner { backend, namespaces, stats, fair, cache }) }
+        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache }) }
     }
 
     /// The cache, when the store has one.
@@ -540,6 +538,12 @@ impl Store {
         Ok(name.strip_prefix(prefix.as_str()).unwrap_or(&name).to_string())
     }
 
+    /// Wait until every write acknowledged before this call is on the primary backend
+    /// (write-behind namespaces; at once otherwise).
+    pub async fn sync(&self) -> Result<()> {
+        self.counted("sync", self.inner.backend.sync()).await
+    }
+
     /// Quota limit and usage from the backend ([`Quota::OFF`] when it has none).
     pub async fn quota(&self) -> Result<Quota> {
         self.inner.backend.quota().await
@@ -549,11 +553,8 @@ impl Store {
     pub fn stats(&self) -> Stats {
         let disabled = self.cache().is_some_and(|c| c.disabled());
         let mut st = self.stats_lock().snapshot(disabled);
-        if let Some(fair) = &self.inner.fair {
-            // Gauges of the budget: calls on the primary now, and calls queued for it.
-            let (in_flight, waiting) = fair.load();
-            st.insert("backend_in_flight".into(), borgstore_ipc::StatValue::Int(in_flight as i64));
-            st.insert("backend_waiting".into(), borgstore_ipc::StatValue::Int(waiting as i64));
+        for (key, value) in self.inner.backend.gauges() {
+            st.insert(key.to_string(), borgstore_ipc::StatValue::Int(i64::try_from(value).unwrap_or(i64::MAX)));
         }
         st
     }
