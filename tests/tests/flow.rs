@@ -182,8 +182,8 @@ fn shares_of_two_rest_users(direction: &str) -> [f64; 2] {
     let top = format!("rest = \"127.0.0.1:{port}\"");
     let keys = format!(
         "bandwidth_{direction} = {RATE}\nhtpasswd = \"{}/users\"\n\
-         [[stores.s.rules]]\nrest_user = \"greedy\"\npermissions = \"lrw\"\n\
-         [[stores.s.rules]]\nrest_user = \"modest\"\npermissions = \"lrw\"\n",
+         [[stores.s.rules]]\nrest_user = \"greedy\"\npermissions = \"lrwW\"\n\
+         [[stores.s.rules]]\nrest_user = \"modest\"\npermissions = \"lrwW\"\n",
         root.path().display()
     );
     let d = daemon(root.path(), &top, &keys);
