@@ -17,7 +17,10 @@
 //! Then all 16 clients load one hot item at once: with coalescing (the default of remote
 //! stores) most loads join another's backend call, so the line shows the backend loads
 //! each load cost; the `coalescing off` line of each backend is the same store without.
-//! More lines per backend go into [`variants`].
+//! The `write-behind on` line is the same store with its `data/` namespace spooled
+//! locally: stores are acknowledged from the spool, and its `synced` line counts them
+//! until a `sync` after them returned (everything on the primary). The `no latency`
+//! line measures the server's own limit. More lines per backend go into [`variants`].
 
 use crate::common::{keys, Mode, Results};
 use borgstore_client::{Client, ClientOptions};
@@ -49,6 +52,9 @@ pub struct StoreConfig {
     pub label: String,
     /// TOML keys of the store table.
     pub toml: String,
+    /// More TOML keys of its `data/` namespace table (`{SPOOL}` becomes a fresh spool
+    /// directory).
+    pub data_ns: String,
 }
 
 /// The stores to measure for one backend, given its plain store: the plain one first.
@@ -70,8 +76,16 @@ fn variants(base: &StoreConfig) -> Vec<StoreConfig> {
     fast.name = format!("{}-nolatency", base.name);
     fast.label = NO_LATENCY.into();
     fast.toml = fast.toml.replace(&format!("latency_us = {LATENCY_US}"), "latency_us = 0");
-    vec![base.clone(), off, fast]
+    // Stores acknowledged from a local spool, uploaded in the background.
+    let mut wb = base.clone();
+    wb.name = format!("{}-wb", base.name);
+    wb.label = WRITE_BEHIND.into();
+    wb.data_ns = "write_behind = \"{SPOOL}\"\n".into();
+    vec![base.clone(), off, wb, fast]
 }
+
+/// The label of the write-behind variant.
+const WRITE_BEHIND: &str = "write-behind on";
 
 /// The label of the variant that measures the server's own limit.
 const NO_LATENCY: &str = "no latency";
@@ -81,6 +95,9 @@ const NO_LATENCY: &str = "no latency";
 struct Line {
     store1: f64,
     store16: f64,
+    /// Stores until a `sync` after them returned (all on the primary).
+    store1_synced: f64,
+    store16_synced: f64,
     load1: f64,
     load16: f64,
     hot16: f64,
@@ -107,6 +124,7 @@ fn setup() -> Setup {
         toml: format!(
             "url = \"{url}\"\ncreate = true\nlatency_us = {LATENCY_US}\nfsync = \"off\"\nserve_on = [\"socket\"]\n"
         ),
+        data_ns: String::new(),
     };
     // Each variant gets a fresh place: a new path on the same sshd and moto, a REST
     // server of its own (one serves one store).
@@ -130,11 +148,13 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::new();
     for s in &stores {
+        let spool = dir.path().join(format!("spool-{}", s.name));
         config.push_str(&format!(
-            "[stores.{name}]\n{toml}[stores.{name}.namespaces.\"data/\"]\nlevels = [2]\n\
+            "[stores.{name}]\n{toml}[stores.{name}.namespaces.\"data/\"]\nlevels = [2]\n{data_ns}\
              [stores.{name}.namespaces.\"\"]\nlevels = [0]\n",
             name = s.name,
-            toml = s.toml
+            toml = s.toml,
+            data_ns = s.data_ns.replace("{SPOOL}", &spool.display().to_string())
         ));
     }
     let path = dir.path().join("remote.toml");
@@ -195,7 +215,9 @@ async fn measure(daemon: &Daemon, store: &str, n1: usize, n16: usize) -> Line {
     let (k1, k16) = (Arc::new(all[..n1].to_vec()), Arc::new(all[n1..].to_vec()));
     let value: Arc<Vec<u8>> = Arc::new((0..SIZE).map(|i| (i % 251) as u8).collect());
     let store1 = phase(&one, "store", k1.clone(), value.clone()).await;
+    let store1_synced = synced(&one[0], k1.len(), store1).await;
     let store16 = phase(&many, "store", k16.clone(), value.clone()).await;
+    let store16_synced = synced(&one[0], k16.len(), store16).await;
     let load1 = phase(&one, "load", k1, value.clone()).await;
     let load16 = phase(&many, "load", k16.clone(), value.clone()).await;
     // Every client loads the same item, n16 loads in all: what coalescing saves.
@@ -203,7 +225,15 @@ async fn measure(daemon: &Daemon, store: &str, n1: usize, n16: usize) -> Line {
     let before = backend_loads(&one[0]).await;
     let hot16 = phase(&many, "load", hot, value).await;
     let hot_backend_per_load = (backend_loads(&one[0]).await - before) as f64 / n16 as f64;
-    Line { store1, store16, load1, load16, hot16, hot_backend_per_load }
+    Line { store1, store16, store1_synced, store16_synced, load1, load16, hot16, hot_backend_per_load }
+}
+
+/// The rate of `n` stores that went at `rate` ops/s, counted until a `sync` after them
+/// returned (for a store without write-behind, `sync` returns at once).
+async fn synced(c: &Client, n: usize, rate: f64) -> f64 {
+    let t = Instant::now();
+    c.sync().await.expect("sync");
+    n as f64 / (n as f64 / rate + t.elapsed().as_secs_f64())
 }
 
 async fn backend_loads(c: &Client) -> i64 {
@@ -254,6 +284,16 @@ pub async fn section(mode: Mode, res: &mut Results) {
         };
         for (op, one, many) in [("store", line.store1, line.store16), ("load", line.load1, line.load16)] {
             println!("{shown:<22} {op:>6} {one:>10.1} {many:>10.1} {:>6.1}x", many / one);
+        }
+        if store.label == WRITE_BEHIND {
+            res.set(format!("remote/{}/wb/store1", store.backend), line.store1);
+            println!(
+                "{shown:<22} {:>6} {:>10.1} {:>10.1} {:>6.1}x   (stores until a sync after them returned)",
+                "synced",
+                line.store1_synced,
+                line.store16_synced,
+                line.store16_synced / line.store1_synced
+            );
         }
         println!(
             "{shown:<22} {:>6} {:>10} {:>10.1} {:>6.1}x   (one item, all clients; {:.2} backend loads per load)",

@@ -109,6 +109,13 @@ fn list() -> Vec<Target> {
                 0.8,
             ));
         }
+        // Write-behind: one client's stores are acknowledged from the local spool.
+        t.push(at_least(
+            format!("remote {backend} write-behind store 1 client >= 4 x without"),
+            format!("remote/{backend}/wb/store1"),
+            format!("remote/{backend}/store1"),
+            4.0,
+        ));
         // 16 clients loading one item at once: coalescing makes it a few backend loads.
         t.push(Target {
             what: format!("remote {backend} hot item: backend loads per load <= 0.25"),
