@@ -237,28 +237,22 @@ fn shares_of_two_rest_users(direction: &str) -> [f64; 2] {
     shares
 }
 
+/// Each of the two users got at least 40% of the budget, and together not much more
+/// than all of it.
+fn assert_fair(direction: &str) {
+    let [greedy, modest] = shares_of_two_rest_users(direction);
+    assert!(greedy >= 0.4 && modest >= 0.4, "shares of the budget: greedy {greedy:.2}, modest {modest:.2}");
+    assert!(greedy + modest <= 1.3, "the budget holds: {:.2} of it was used", greedy + modest);
+}
+
 #[test]
 fn two_rest_users_each_get_at_least_forty_percent_of_bandwidth_out() {
-    let shares = shares_of_two_rest_users("out");
-    assert!(
-        shares[0] >= 0.4 && shares[1] >= 0.4,
-        "shares of the budget: greedy {:.2}, modest {:.2}",
-        shares[0],
-        shares[1]
-    );
-    assert!(shares[0] + shares[1] <= 1.3, "the budget holds: {:.2} of it was used", shares[0] + shares[1]);
+    assert_fair("out");
 }
 
 #[test]
 fn two_rest_users_each_get_at_least_forty_percent_of_bandwidth_in() {
-    let shares = shares_of_two_rest_users("in");
-    assert!(
-        shares[0] >= 0.4 && shares[1] >= 0.4,
-        "shares of the budget: greedy {:.2}, modest {:.2}",
-        shares[0],
-        shares[1]
-    );
-    assert!(shares[0] + shares[1] <= 1.3, "the budget holds: {:.2} of it was used", shares[0] + shares[1]);
+    assert_fair("in");
 }
 
 #[test]
