@@ -276,3 +276,42 @@ fn a_changed_budget_on_sighup_says_it_needs_a_restart() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_is_down_at_start_opens_on_first_use() {
+    use borgstore_tests::rest::{Impl, RestServer};
+    let root = tempfile::tempdir().unwrap();
+    let server = RestServer::start(Impl::Ours, &[]);
+    let port = server.port;
+    let cfg = root.path().join("borgstored.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[stores.s]\nurl = \"file://{root}/s\"\ncreate = true\n[stores.remote]\nurl = \"http://127.0.0.1:{port}/\"\ncreate = true\n",
+            root = root.path().display()
+        ),
+    )
+    .unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut d = Daemon::start_in(tempfile::tempdir().unwrap(), &args, &[]);
+    d.terminate(Duration::from_secs(20));
+    // The primary goes away; the daemon starts all the same and serves its other store.
+    let dir = server.stop();
+    d.restart(&args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log_text().contains("primary not reachable, the store opens on first use") {
+        assert!(Instant::now() < deadline, "no warning about the primary; log:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let local = d.client("s").await;
+    local.open().await.unwrap();
+    local.store("x", b"local".to_vec()).await.unwrap();
+    let remote = d.client("remote").await;
+    assert!(remote.store("x", b"remote".to_vec()).await.is_err(), "the primary is still down");
+    // It comes back where it was: the store opens on the next use.
+    let backend = format!("file://{}", dir.path().join("store").display());
+    let _server = RestServer::start_on(Impl::Ours, dir, &backend, port, &[]);
+    remote.store("x", b"remote".to_vec()).await.unwrap();
+    assert_eq!(remote.load("x", 0, None, false).await.unwrap(), b"remote");
+    assert_eq!(local.load("x", 0, None, false).await.unwrap(), b"local");
+}

@@ -166,6 +166,13 @@ impl Registry {
                 tracing::warn!(store = name, "store does not exist yet; clients may create it");
                 false
             }
+            // A primary that cannot be reached now (a server down, the network out)
+            // must not keep the daemon from serving its other stores: this one opens
+            // on its first use, and its clients get the error until then.
+            Err(e) if e.kind == ErrorKind::ConnectionLost => {
+                tracing::warn!(store = name, "primary not reachable, the store opens on first use: {}", e.message);
+                false
+            }
             Err(e) => return Err(e),
         };
         let own_thread = (!settings.url.starts_with("file:")).then(|| Arbiter::new().handle());
