@@ -92,7 +92,11 @@ impl StdioSession {
         let body = if is_head {
             Bytes::new()
         } else {
-            resp.into_body().collect().await.map_err(|e| lost("reading the body", e))?.to_bytes()
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| lost(&format!("reading the body{}", self.tail()), e))?
+                .to_bytes()
         };
         Ok((status, headers, body))
     }
