@@ -94,7 +94,7 @@ pub struct StoreSettings {
     /// Durability of acknowledged writes (file: and sftp: stores).
     pub fsync: FsyncMode,
     /// Most connections the backend holds to carry concurrent operations (sftp: SSH
-    /// connections, 1 to 64; other backends ignore it).
+    /// connections; `rest://`: stdio server processes; 1 to 64; other backends ignore it).
     pub connections: usize,
     /// The doors (listeners) this store is served on.
     pub serve_on: BTreeSet<Door>,

@@ -165,3 +165,203 @@ async fn a_delete_or_move_whose_reply_was_lost_counts_as_done() {
     assert_eq!(setup.delete("config/gone").await.unwrap_err().kind, ErrorKind::ObjectNotFound);
     setup.close().await.unwrap();
 }
+
+/// A `rest://` store on our `borgstore-server-rest --stdio` (absolute path, so no PATH
+/// games) at a fresh local path, with up to `connections` children.
+fn stdio_store(connections: usize) -> (borgstore_daemon::backends::rest_client::RestClient, tempfile::TempDir, String) {
+    use borgstore_daemon::backends::rest_client::{url::Target, RestClient};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let backend = format!("FILE:{}", root.display());
+    let command = vec![
+        borgstore_tests::daemon::binary("borgstore-server-rest").display().to_string(),
+        "--stdio".into(),
+        "--backend".into(),
+        backend.clone(),
+    ];
+    (RestClient::with_connections(Target::Stdio { command }, connections).unwrap(), dir, backend)
+}
+
+/// The live (not zombie) children of process `parent` whose arguments include `arg`.
+fn children_with_arg(parent: u32, arg: &str) -> Vec<u32> {
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold anything, so split after its last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next().and_then(|p| p.parse::<u32>().ok()));
+        if state == Some("Z") || ppid != Some(parent) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Our own children serving `backend` (`FILE:...`, unique per test).
+fn servers(backend: &str) -> Vec<u32> {
+    children_with_arg(std::process::id(), backend)
+}
+
+fn value(i: usize) -> Bytes {
+    Bytes::from(format!("value {i} ").repeat(100 + i))
+}
+
+/// 16 stores, then 16 loads, all at once; every load returns its own value.
+async fn sixteen_at_once(be: &dyn borgstore_daemon::Backend, round: usize) {
+    let names: Vec<String> = (0..16).map(|i| format!("data/00/{round:02}{i:04}")).collect();
+    let stores = names.iter().enumerate().map(|(i, n)| be.store(n, value(i + round)));
+    for r in futures::future::join_all(stores).await {
+        r.unwrap();
+    }
+    let loads = names.iter().map(|n| be.load(n, 0, None));
+    for (i, r) in futures::future::join_all(loads).await.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), value(i + round), "{}", names[i]);
+    }
+}
+
+/// With `connections = 4`, concurrent operations are spread over several children (the
+/// ones they need, never more than 4), kept while open; `close` ends every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_pool_runs_concurrent_operations_on_several_children() {
+    use borgstore_daemon::Backend;
+    let (be, _dir, backend) = stdio_store(4);
+    be.create().await.unwrap();
+    assert!(servers(&backend).is_empty(), "create's session lives for that request only");
+    be.open().await.unwrap();
+    be.mkdir("data/00").await.unwrap();
+    assert_eq!(servers(&backend).len(), 1, "one child carried open and mkdir, one after the other");
+    sixteen_at_once(&be, 0).await;
+    let n = servers(&backend).len();
+    assert!((2..=4).contains(&n), "16 concurrent operations ran on {n} children");
+    // Kept while open: the next round reuses them and starts no more than the cap.
+    sixteen_at_once(&be, 1).await;
+    assert!((n..=4).contains(&servers(&backend).len()));
+    be.close().await.unwrap();
+    assert!(servers(&backend).is_empty(), "children left after close: {:?}", servers(&backend));
+    // Reopened: a fresh child, and everything is there.
+    be.open().await.unwrap();
+    assert_eq!(be.list("data/00").await.unwrap().len(), 32);
+    be.close().await.unwrap();
+    assert!(servers(&backend).is_empty());
+}
+
+/// With `connections = 1`, the same concurrent operations take turns on one child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_pool_of_one_uses_exactly_one_child() {
+    use borgstore_daemon::Backend;
+    let (be, _dir, backend) = stdio_store(1);
+    be.create().await.unwrap();
+    be.open().await.unwrap();
+    be.mkdir("data/00").await.unwrap();
+    let first = servers(&backend);
+    assert_eq!(first.len(), 1);
+    let watch = async {
+        // Never a second child while the 16 run.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            seen.extend(servers(&backend));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen
+    };
+    let ((), seen) = tokio::join!(sixteen_at_once(&be, 0), watch);
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), first, "only the one child");
+    assert_eq!(servers(&backend), first);
+    be.close().await.unwrap();
+    assert!(servers(&backend).is_empty());
+}
+
+/// A child killed with SIGKILL in the middle of concurrent operations costs at most the
+/// requests it carried, which the retry policy sends again on another child: every
+/// operation succeeds, and later ones work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_pool_survives_a_killed_child() {
+    use borgstore_daemon::Backend;
+    let (be, _dir, backend) = stdio_store(4);
+    be.create().await.unwrap();
+    be.open().await.unwrap();
+    be.mkdir("data/00").await.unwrap();
+    sixteen_at_once(&be, 0).await;
+    let before = servers(&backend);
+    assert!(before.len() >= 2, "{before:?}");
+    let victim = before[0];
+    // Kill one while 16 loads of large values are in flight (whether it is carrying one
+    // then or is idle, the outcome must be the same: all succeed).
+    let big = Bytes::from(vec![7u8; 4 << 20]);
+    be.store("data/00/big", big.clone()).await.unwrap();
+    let loads = futures::future::join_all((0..16).map(|_| be.load("data/00/big", 0, None)));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    };
+    let (results, ()) = tokio::join!(loads, kill);
+    for r in results {
+        assert_eq!(r.unwrap(), big);
+    }
+    assert!(!servers(&backend).contains(&victim), "the killed child is not in use any more");
+    sixteen_at_once(&be, 1).await;
+    let after = servers(&backend);
+    assert!(!after.contains(&victim) && (1..=4).contains(&after.len()), "{after:?}");
+    be.close().await.unwrap();
+    assert!(servers(&backend).is_empty());
+}
+
+/// The store key `connections` reaches `rest://` stores of the daemon: with 1, its
+/// concurrent clients take turns on one `borgstore-server-rest --stdio` child; with 4,
+/// they are spread over several, never more than 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_rest_stores_run_up_to_connections_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        borgstore_tests::daemon::binary("borgstore-server-rest"),
+        bin.join("borgstore-server-rest"),
+    )
+    .unwrap();
+    let d = dir.path().display().to_string();
+    let config = format!(
+        "[stores.one]\nurl = \"rest:///{d}/one\"\ncreate = true\nconnections = 1\n\
+         [stores.four]\nurl = \"rest:///{d}/four\"\ncreate = true\nconnections = 4\n"
+    );
+    let cfg = dir.path().join("borgstored.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let daemon = borgstore_tests::daemon::Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--config", cfg.to_str().unwrap()],
+        &[("PATH", &path)],
+    );
+    let children = |store: &str| children_with_arg(daemon.child.id(), &format!("FILE:{d}/{store}"));
+    for (store, cap) in [("one", 1), ("four", 4)] {
+        let c = daemon.client(store).await;
+        c.open().await.unwrap();
+        let names: Vec<String> = (0..16).map(|i| format!("config/k{i}")).collect();
+        let stores = names.iter().enumerate().map(|(i, n)| c.store(n, value(i).to_vec()));
+        for r in futures::future::join_all(stores).await {
+            r.unwrap();
+        }
+        let mut most = 0;
+        for _round in 0..20 {
+            let loads = names.iter().map(|n| c.load(n, 0, None, false));
+            for (i, r) in futures::future::join_all(loads).await.into_iter().enumerate() {
+                assert_eq!(r.unwrap(), value(i), "{store}: {}", names[i]);
+            }
+            let n = children(store).len();
+            assert!((1..=cap).contains(&n), "{store}: {n} children, connections = {cap}");
+            most = most.max(n);
+            if most > 1 || cap == 1 {
+                break;
+            }
+        }
+        assert_eq!(most > 1, cap > 1, "{store}: at most {most} children at once");
+        c.close().await.unwrap();
+    }
+    drop(daemon);
+}

@@ -11,7 +11,8 @@ use percent_encoding::percent_decode_str;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Connections per store of the backends that open several (sftp), unless configured.
+/// Connections per store of the backends that open several (sftp, `rest://`), unless
+/// configured.
 pub const DEFAULT_CONNECTIONS: usize = 4;
 /// Most connections per store a config may ask for.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -24,8 +25,9 @@ pub struct BackendOptions {
     /// Durability of acknowledged writes, for backends that can flush (sftp).
     pub fsync: super::durability::FsyncMode,
     /// Most connections an open store holds, where the protocol needs several to carry
-    /// concurrent operations (sftp; 1 to 64). The others ignore it: S3, REST and rclone
-    /// run each request on a pooled HTTP connection of its own.
+    /// concurrent operations (sftp: SSH connections; `rest://`: stdio server processes;
+    /// 1 to 64). The others ignore it: S3, `http(s)://` REST and rclone run each request
+    /// on a pooled HTTP connection of its own.
     pub connections: usize,
 }
 
@@ -100,7 +102,7 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
         }
         "http" | "https" | "rest" => {
             #[cfg(feature = "rest-client")]
-            return super::rest_client::from_url(url);
+            return super::rest_client::from_url(url, options.connections);
             #[cfg(not(feature = "rest-client"))]
             return missing("rest-client");
         }

@@ -3,16 +3,21 @@
 //! mapping of HTTP statuses to store errors, and [`RestCore::call`], which reconnects and
 //! retries after a lost connection (under the common policy of `backends::retry`).
 //!
+//! Concurrency is carried by the transport, never by a lock here: reqwest's pool of
+//! connections over HTTP, a [`StdioPool`] of up to `connections` children over stdio.
+//! A stdio session lives, while the store is open, from the first request that needed it
+//! until `close`, which ends them all; outside open/close (create, destroy) a session
+//! lives for one request; a session whose request failed is closed, never reused.
+//!
 //! It lives apart from the reader, writer, lister and deleter so that each of those only
 //! says which request an operation is and how to read its answer.
 
-use super::stdio::StdioSession;
+use super::stdio::StdioPool;
 use super::url::Target;
 use crate::backends::retry::{Failure, Retry};
 use borgstore_ipc::{Error, ErrorKind, Result, Source};
 use bytes::Bytes;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
 /// A lost connection is retried after these pauses; other failures are answers.
@@ -20,7 +25,7 @@ const RETRY: Retry = Retry::Pauses(&[Duration::from_millis(200), Duration::from_
 
 enum Transport {
     Http { client: reqwest::Client, base: String, auth: Option<(String, String)> },
-    Stdio { command: Vec<String>, session: Box<Mutex<Option<StdioSession>>> },
+    Stdio(Box<StdioPool>),
 }
 
 /// The connection to one REST server and the open state of its store.
@@ -162,8 +167,9 @@ pub fn sources_json(sources: &[Source]) -> Bytes {
 }
 
 impl RestCore {
-    /// A client for `target` (nothing is contacted until it is used).
-    pub fn new(target: Target) -> Result<Self> {
+    /// A client for `target` (nothing is contacted until it is used); over stdio it
+    /// runs up to `connections` children (1 to 64) to carry concurrent requests.
+    pub fn new(target: Target, connections: usize) -> Result<Self> {
         let transport = match target {
             Target::Http { base, username, password } => {
                 let client = reqwest::Client::builder()
@@ -179,17 +185,16 @@ impl RestCore {
                 };
                 Transport::Http { client, base, auth }
             }
-            Target::Stdio { command } => Transport::Stdio { command, session: Box::new(Mutex::new(None)) },
+            Target::Stdio { command } => Transport::Stdio(Box::new(StdioPool::new(command, connections))),
         };
         Ok(RestCore { transport, opened: Default::default() })
     }
 
-    /// End the stdio session, if there is one (an HTTP client keeps nothing open).
+    /// End every stdio session, once the requests on them are done (an HTTP client keeps
+    /// nothing open).
     pub async fn close_session(&self) -> Result<()> {
-        if let Transport::Stdio { session, .. } = &self.transport {
-            if let Some(s) = session.lock().await.take() {
-                s.close().await?;
-            }
+        if let Transport::Stdio(pool) = &self.transport {
+            pool.close_all().await?;
         }
         Ok(())
     }
@@ -223,12 +228,7 @@ impl RestCore {
                 };
                 Ok(Resp { status, headers, body })
             }
-            Transport::Stdio { command, session } => {
-                let mut guard = session.lock().await;
-                let temporary = guard.is_none();
-                if temporary {
-                    *guard = Some(StdioSession::start(command).await?);
-                }
+            Transport::Stdio(pool) => {
                 let mut b = hyper::Request::builder()
                     .method(req.method.as_str())
                     .uri(req.path_and_query())
@@ -240,18 +240,18 @@ impl RestCore {
                 let hreq = b
                     .body(http_body_util::Full::new(req.body.clone()))
                     .map_err(|e| Error::invalid(format!("cannot build the request: {e}")))?;
-                let sent = match guard.as_mut() {
-                    Some(s) => s.send(hreq).await,
-                    None => Err(Error::backend("internal: no stdio session")),
-                };
-                // Outside open/close (create, destroy) the session lives for one request.
-                if temporary || sent.is_err() || !self.opened.is_open() {
-                    if let Some(s) = guard.take() {
-                        let closed = s.close().await;
-                        if sent.is_ok() {
-                            closed?;
-                        }
+                let mut lease = pool.lease().await?;
+                let sent = lease.send(hreq).await;
+                // Outside open/close (create, destroy) the session lives for one request;
+                // a failed one is not reused. `close` ends the idle ones; one that comes
+                // back after `close` began sees the store closed and ends here.
+                if sent.is_err() || !self.opened.is_open() {
+                    let closed = lease.close().await;
+                    if sent.is_ok() {
+                        closed?;
                     }
+                } else {
+                    lease.put_back();
                 }
                 let (status, headers, body) = sent?;
                 let mut map = reqwest::header::HeaderMap::new();

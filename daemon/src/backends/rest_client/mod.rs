@@ -18,9 +18,12 @@
 //!
 //! Concurrency: over `http(s)://` one reqwest client per store, shared without a lock;
 //! each request in flight has an HTTP/1.1 connection of its own from reqwest's pool (no
-//! limit per host; HTTP/2 streams where an https server offers h2). The stdio transport
-//! (`rest://`) is one HTTP/1.1 exchange at a time over the pipes of its one server
-//! process: there, operations take turns.
+//! limit per host; HTTP/2 streams where an https server offers h2; the store's
+//! `connections` does not apply). The stdio transport (`rest://`) is one HTTP/1.1
+//! exchange at a time per server process, so a store runs up to `connections` of them
+//! (the store's config key, default 4, 1 to 64; [`stdio::StdioPool`]): a request takes
+//! an idle one, else starts one while fewer are open, else waits for the first that is
+//! free. While the store is open they stay up; `close` ends them all.
 
 mod core;
 mod deleter;
@@ -41,9 +44,10 @@ use reqwest::Method;
 use std::sync::Arc;
 use url::Target;
 
-/// Make a REST client backend for an `http(s)://` or `rest://` URL.
-pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(RestClient::new(url::parse(url, |k| std::env::var(k).ok())?)?))
+/// Make a REST client backend for an `http(s)://` or `rest://` URL; a `rest://` one runs
+/// up to `connections` server processes (see the module doc), `http(s)://` ignores it.
+pub fn from_url(url: &str, connections: usize) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RestClient::with_connections(url::parse(url, |k| std::env::var(k).ok())?, connections)?))
 }
 
 /// A backend that is a REST server somewhere.
@@ -52,9 +56,16 @@ pub struct RestClient {
 }
 
 impl RestClient {
-    /// A client for `target` (nothing is contacted until it is used).
+    /// A client for `target` (nothing is contacted until it is used), over stdio with up
+    /// to [`super::url::DEFAULT_CONNECTIONS`] server processes.
     pub fn new(target: Target) -> Result<Self> {
-        Ok(RestClient { core: RestCore::new(target)? })
+        Self::with_connections(target, super::url::DEFAULT_CONNECTIONS)
+    }
+
+    /// A client for `target` that runs up to `connections` server processes over stdio
+    /// (1 to 64; others are taken as the nearest of those).
+    pub fn with_connections(target: Target, connections: usize) -> Result<Self> {
+        Ok(RestClient { core: RestCore::new(target, connections)? })
     }
 
     fn must_be_open(&self) -> Result<()> {
