@@ -182,6 +182,22 @@ fn stdio_store(connections: usize) -> (borgstore_daemon::backends::rest_client::
     (RestClient::with_connections(Target::Stdio { command }, connections).unwrap(), dir, backend)
 }
 
+/// [`stdio_store`] created and opened, with the directory `data/00`; and the one child
+/// that carried that.
+async fn opened_stdio_store(
+    connections: usize,
+) -> (borgstore_daemon::backends::rest_client::RestClient, tempfile::TempDir, String, Vec<u32>) {
+    use borgstore_daemon::Backend;
+    let (be, dir, backend) = stdio_store(connections);
+    be.create().await.unwrap();
+    assert!(servers(&backend).is_empty(), "create's session lives for that request only");
+    be.open().await.unwrap();
+    be.mkdir("data/00").await.unwrap();
+    let first = servers(&backend);
+    assert_eq!(first.len(), 1, "one child carried open and mkdir, one after the other");
+    (be, dir, backend, first)
+}
+
 /// The live (not zombie) children of process `parent` whose arguments include `arg`.
 fn children_with_arg(parent: u32, arg: &str) -> Vec<u32> {
     let mut pids = vec![];
@@ -230,12 +246,7 @@ async fn sixteen_at_once(be: &dyn borgstore_daemon::Backend, round: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_pool_runs_concurrent_operations_on_several_children() {
     use borgstore_daemon::Backend;
-    let (be, _dir, backend) = stdio_store(4);
-    be.create().await.unwrap();
-    assert!(servers(&backend).is_empty(), "create's session lives for that request only");
-    be.open().await.unwrap();
-    be.mkdir("data/00").await.unwrap();
-    assert_eq!(servers(&backend).len(), 1, "one child carried open and mkdir, one after the other");
+    let (be, _dir, backend, _) = opened_stdio_store(4).await;
     sixteen_at_once(&be, 0).await;
     let n = servers(&backend).len();
     assert!((2..=4).contains(&n), "16 concurrent operations ran on {n} children");
@@ -255,12 +266,7 @@ async fn stdio_pool_runs_concurrent_operations_on_several_children() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_pool_of_one_uses_exactly_one_child() {
     use borgstore_daemon::Backend;
-    let (be, _dir, backend) = stdio_store(1);
-    be.create().await.unwrap();
-    be.open().await.unwrap();
-    be.mkdir("data/00").await.unwrap();
-    let first = servers(&backend);
-    assert_eq!(first.len(), 1);
+    let (be, _dir, backend, first) = opened_stdio_store(1).await;
     let watch = async {
         // Never a second child while the 16 run.
         let mut seen = std::collections::BTreeSet::new();
@@ -283,10 +289,7 @@ async fn stdio_pool_of_one_uses_exactly_one_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_pool_survives_a_killed_child() {
     use borgstore_daemon::Backend;
-    let (be, _dir, backend) = stdio_store(4);
-    be.create().await.unwrap();
-    be.open().await.unwrap();
-    be.mkdir("data/00").await.unwrap();
+    let (be, _dir, backend, _) = opened_stdio_store(4).await;
     sixteen_at_once(&be, 0).await;
     let before = servers(&backend);
     assert!(before.len() >= 2, "{before:?}");
