@@ -58,13 +58,7 @@ async fn rest_over_ssh_stdio_with_borgstore_rsh() {
     use borgstore_daemon::Backend;
     let sshd = borgstore_tests::sshd::Sshd::start();
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(
-        borgstore_tests::daemon::binary("borgstore-server-rest"),
-        bin.join("borgstore-server-rest"),
-    )
-    .unwrap();
+    let bin = server_bin_dir(dir.path());
     let rsh = dir.path().join("rsh");
     std::fs::write(
         &rsh,
@@ -198,6 +192,18 @@ async fn opened_stdio_store(
     (be, dir, backend, first)
 }
 
+/// `dir/bin` holding `borgstore-server-rest`, for a PATH that finds the server.
+fn server_bin_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        borgstore_tests::daemon::binary("borgstore-server-rest"),
+        bin.join("borgstore-server-rest"),
+    )
+    .unwrap();
+    bin
+}
+
 /// The live (not zombie) children of process `parent` whose arguments include `arg`.
 fn children_with_arg(parent: u32, arg: &str) -> Vec<u32> {
     let mut pids = vec![];
@@ -321,13 +327,7 @@ async fn stdio_pool_survives_a_killed_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_rest_stores_run_up_to_connections_children() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(
-        borgstore_tests::daemon::binary("borgstore-server-rest"),
-        bin.join("borgstore-server-rest"),
-    )
-    .unwrap();
+    let bin = server_bin_dir(dir.path());
     let d = dir.path().display().to_string();
     let config = format!(
         "[stores.one]\nurl = \"rest:///{d}/one\"\ncreate = true\nconnections = 1\n\
