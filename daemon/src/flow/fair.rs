@@ -216,8 +216,13 @@ impl Fair {
         st.refilled = now;
         st.tokens_in = (st.tokens_in + this.rate_in * dt).min(this.rate_in * BURST);
         st.tokens_out = (st.tokens_out + this.rate_out * dt).min(this.rate_out * BURST);
+        // Waiters that went away leave from the front of their queue (one in the middle
+        // leaves when it gets there: its place is not taken, see the send below), so a
+        // dispatch costs the number of principals, not of waiters.
         for share in st.principals.values_mut() {
-            share.waiting.retain(|w| !w.go.is_closed());
+            while share.waiting.front().is_some_and(|w| w.go.is_closed()) {
+                share.waiting.pop_front();
+            }
         }
         while st.in_use < this.limit {
             let mut best: Option<(f64, Arc<str>)> = None;
@@ -262,8 +267,10 @@ impl Fair {
             }
             st.in_use += 1;
             if waiter.go.send(reserved).is_err() {
+                // It went away while it waited: nothing goes, nothing is charged.
                 st.in_use -= 1;
                 st.tokens_out += if this.rate_out > 0.0 { reserved } else { 0.0 };
+                st.tokens_in += if this.rate_in > 0.0 { bytes_in } else { 0.0 };
             }
         }
         // Forget principals that wait for nothing and have no use left to pay for.
@@ -354,5 +361,31 @@ mod tests {
         let store = tokio::time::timeout(Duration::from_millis(200), fair.acquire("a".into(), Direction::In(1))).await;
         assert!(store.is_err(), "a store waits while the in-bucket is in debt");
         assert_eq!(fair.load(), (0, 0), "the abandoned waiter left the queue's count and took no place");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_went_away_in_the_middle_takes_no_place() {
+        let fair = Fair::new(limits(Some(1), None, None));
+        let held = fair.acquire("a".into(), Direction::Neither).await;
+        let first = tokio::spawn({
+            let fair = fair.clone();
+            async move { fair.acquire("a".into(), Direction::Neither).await.waited }
+        });
+        while fair.load().1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        let gone = tokio::time::timeout(Duration::from_millis(20), fair.acquire("a".into(), Direction::Neither)).await;
+        assert!(gone.is_err());
+        let last = tokio::spawn({
+            let fair = fair.clone();
+            async move { fair.acquire("a".into(), Direction::Neither).await.waited }
+        });
+        while fair.load().1 < 3 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        first.await.unwrap();
+        last.await.unwrap();
+        assert_eq!(fair.load(), (0, 0), "every place came back, the abandoned one was never taken");
     }
 }
