@@ -13,11 +13,16 @@ pub struct SmallDisk {
 impl SmallDisk {
     /// Mount a tmpfs of `size` (`mount -o size=`, e.g. `1m`) on `dir/mnt`.
     pub fn mount(dir: &Path, size: &str) -> SmallDisk {
+        Self::mount_at(&dir.join("mnt"), size)
+    }
+
+    /// Mount a tmpfs of `size` on `mnt` (created when missing).
+    pub fn mount_at(mnt: &Path, size: &str) -> SmallDisk {
+        let mnt = mnt.to_path_buf();
         assert!(
             nix::unistd::getuid().is_root(),
             "this test mounts a small tmpfs and must run as root (tests/run does)"
         );
-        let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let out =
             Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&mnt).output();

@@ -33,9 +33,20 @@ impl WriteBehindSetup {
     /// Start both; the `wb` store's spool is bounded by `max_bytes` (None: the default);
     /// `rest` also opens the daemon's REST door (stores public there).
     pub fn start(max_bytes: Option<u64>, rest: bool) -> WriteBehindSetup {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), max_bytes, rest)
+    }
+
+    /// Like [`WriteBehindSetup::start`] with the spool on a tmpfs of `size` (e.g. `1m`),
+    /// for full-disk tests; the disk is unmounted when the returned guard drops.
+    pub fn start_on_small_spool(size: &str, max_bytes: Option<u64>) -> (WriteBehindSetup, crate::disk::SmallDisk) {
+        let home = tempfile::tempdir().expect("temp dir");
+        let disk = crate::disk::SmallDisk::mount_at(&home.path().join("spool"), size);
+        (Self::start_in(home, max_bytes, false), disk)
+    }
+
+    fn start_in(home: tempfile::TempDir, max_bytes: Option<u64>, rest: bool) -> WriteBehindSetup {
         let primary = RestServer::start(Impl::Ours, &[]);
         let port = primary.port;
-        let home = tempfile::tempdir().expect("temp dir");
         let rest_port = rest.then(crate::rest::free_port);
         let max = max_bytes.map(|m| format!("write_behind_max_bytes = {m}\n")).unwrap_or_default();
         let rest_line = rest_port.map(|p| format!("rest = \"127.0.0.1:{p}\"\n")).unwrap_or_default();

@@ -246,3 +246,34 @@ async fn rest_and_cli_sync() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("write-behind") && help.contains("primary"), "{help}");
 }
+
+/// A full spool disk: a store that does not fit is refused with an error (never
+/// acknowledged), leaves no partial file in the spool, and what was acknowledged before
+/// still reaches the primary; once uploads free the disk, stores are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_refuses_the_store_and_loses_nothing_acknowledged() {
+    let (mut setup, _disk) = WriteBehindSetup::start_on_small_spool("1m", Some(64 << 20));
+    let c = setup.daemon.client("wb").await;
+    c.create().await.unwrap();
+    // Nothing leaves the spool while the primary is down.
+    setup.stop_primary();
+    let first = vec![1u8; 600 * 1024];
+    c.store(&format!("data/{}", key(1)), first.clone()).await.unwrap();
+    let refused = c.store(&format!("data/{}", key(2)), vec![2u8; 600 * 1024]).await;
+    assert!(refused.is_err(), "a store the spool disk cannot hold must not be acknowledged");
+    assert!(
+        setup.spool_files().iter().all(|f| !f.ends_with(".tmp")) && setup.spool_files().len() == 1,
+        "only the acknowledged entry is in the spool: {:?}",
+        setup.spool_files()
+    );
+    assert_eq!(c.load(&format!("data/{}", key(1)), 0, None, false).await.unwrap(), first);
+    setup.start_primary(&[]);
+    tokio::time::timeout(PATIENCE, c.sync()).await.expect("sync within patience").unwrap();
+    let data = setup.primary_data();
+    assert_eq!(data.get(&nested(&key(1))), Some(&first));
+    assert!(!data.contains_key(&nested(&key(2))), "the refused store is nowhere");
+    // The uploaded entry left the disk: the same store fits now.
+    c.store(&format!("data/{}", key(2)), vec![2u8; 600 * 1024]).await.unwrap();
+    tokio::time::timeout(PATIENCE, c.sync()).await.expect("sync within patience").unwrap();
+    assert_eq!(setup.primary_data().get(&nested(&key(2))).map(Vec::len), Some(600 * 1024));
+}
