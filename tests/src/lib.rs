@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod differential;
 pub mod disk;
 pub mod fixtures;
+pub mod garage;
 pub mod memory;
 pub mod moto;
 pub mod nginx;
