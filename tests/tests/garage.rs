@@ -2,7 +2,6 @@
 //! factor 3 serves one bucket through every node, and keeps serving with one node down.
 
 use borgstore_daemon::backends::url::backend_from_url;
-use borgstore_daemon::Backend;
 use borgstore_tests::garage::Garage;
 use bytes::Bytes;
 
