@@ -124,6 +124,9 @@ pub struct StoreSettings {
     /// Write-behind namespaces: namespace -> its local spool (see
     /// [`crate::flow::write_behind`]).
     pub write_behind: BTreeMap<String, WriteBehindSettings>,
+    /// Other daemons (other hosts) use the same primary, so a cached copy may be stale
+    /// (None: the URL kind's default, see [`StoreSettings::shared_primary`]).
+    pub shared: Option<bool>,
 }
 
 /// The write-behind setting of one namespace.
@@ -190,7 +193,17 @@ impl StoreSettings {
             bandwidth_out: None,
             coalesce_reads: None,
             write_behind: BTreeMap::new(),
+            shared: None,
         }
+    }
+
+    /// Whether other daemons may change the primary behind our back: the `shared` key,
+    /// by default true for remote stores (anything but `file:`), which other hosts can
+    /// reach, and false for `file:` stores. A shared store checks every cache hit of a
+    /// `writethrough` namespace against the primary first ([`crate::store`],
+    /// `Store::cached_load`).
+    pub fn shared_primary(&self) -> bool {
+        self.shared.unwrap_or(!self.url.starts_with("file:"))
     }
 
     /// How this store's calls flow to its primary ([`crate::flow`]). A remote store
@@ -398,6 +411,7 @@ struct FileStore {
     bandwidth_in: Option<u64>,
     bandwidth_out: Option<u64>,
     coalesce_reads: Option<bool>,
+    shared: Option<bool>,
     #[serde(default)]
     rules: Vec<FileRule>,
     #[serde(default)]
@@ -794,6 +808,7 @@ impl DaemonConfig {
                     bandwidth_out: s.bandwidth_out,
                     coalesce_reads: s.coalesce_reads,
                     write_behind,
+                    shared: s.shared,
                 },
             );
         }

@@ -357,3 +357,56 @@ async fn a_client_can_give_a_store_its_cache() {
     let err = Client::connect(bad).await.err().expect("refused");
     assert!(err.message.contains("cache mode"), "{err}");
 }
+
+/// Two daemons ("hosts") on one primary, each with its own writethrough cache (issue 16,
+/// point 3). With `shared` on, what one deleted or replaced is never served by the other
+/// from its cache; with it off (the single-host promise), the stale copy is served, which
+/// shows that the check is what protects the other host.
+#[tokio::test]
+async fn a_shared_primary_never_serves_what_another_host_deleted_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = |name: &str| {
+        let primary = Arc::new(PosixFs::new(dir.path().join("primary"), PosixFsOptions::default()).unwrap());
+        let cache_be = Arc::new(PosixFs::new(dir.path().join(name), PosixFsOptions::default()).unwrap());
+        let policy = CachePolicy { mode: CacheMode::Writethrough, max_age: None, size: None };
+        let cache = Cache::new(cache_be, vec![("data/".into(), policy)]);
+        let ns = namespaces(&[("data/", &[2]), ("", &[0])]).unwrap();
+        Store::build(primary, ns, Emulator::OFF, Some(cache))
+    };
+    let (a, b) = (host("cache-a"), host("cache-b"));
+    a.create().await.unwrap();
+    for s in [&a, &b] {
+        s.set_shared(true);
+        s.open().await.unwrap();
+    }
+    let k = key(7);
+    a.store(&k, Bytes::from_static(b"first version")).await.unwrap();
+    assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "first version");
+    assert!(dir.path().join("cache-b").join(nested(&k)).exists(), "b cached it");
+    assert_eq!(b.load(&k, 6, Some(7), false).await.unwrap(), "version", "a hit");
+    assert_eq!(n(&b.stats(), "cache_hits"), 1.0);
+
+    // A deletes it: b's cached copy is not served, and is dropped.
+    a.delete(&k, false).await.unwrap();
+    assert!(dir.path().join("cache-b").join(nested(&k)).exists());
+    let e = b.load(&k, 0, None, false).await.unwrap_err();
+    assert_eq!(e.kind, borgstore_ipc::ErrorKind::ObjectNotFound, "{e}");
+    assert!(!dir.path().join("cache-b").join(nested(&k)).exists(), "the stale copy is gone");
+
+    // A stores it again with other bytes, first of another size, then of the same size.
+    a.store(&k, Bytes::from_static(b"second, longer version")).await.unwrap();
+    assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "second, longer version");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    a.store(&k, Bytes::from_static(b"third, longer version!")).await.unwrap();
+    assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "third, longer version!", "same size, newer");
+    assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "third, longer version!", "now a hit again");
+    assert!(n(&b.stats(), "cache_stale") >= 2.0, "{:?}", b.stats());
+
+    // Without `shared`, b trusts its cache: the deleted item is still served.
+    b.set_shared(false);
+    a.delete(&k, false).await.unwrap();
+    assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "third, longer version!");
+    for s in [&a, &b] {
+        s.close().await.unwrap();
+    }
+}

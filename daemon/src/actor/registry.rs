@@ -154,6 +154,13 @@ impl Registry {
         };
         let store =
             Store::build_with_flow(backend, settings.namespaces()?, settings.emulator()?, cache, &settings.flow());
+        store.set_shared(settings.shared_primary());
+        if settings.shared_primary() && !settings.write_behind.is_empty() {
+            tracing::warn!(
+                "store {name}: its primary is shared with other hosts, which do not see the write-behind \
+                 namespaces' items until they are uploaded (see README, Many daemons, one store)"
+            );
+        }
         let opened = match store.open().await {
             Ok(()) => true,
             Err(e) if e.kind == ErrorKind::BackendDoesNotExist && settings.create => {
@@ -221,6 +228,7 @@ impl Registry {
                     "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads, connections and write_behind change only with a restart"
                 ));
             }
+
             let audit = audit_of(settings, entry.served.audit_log())?;
             next.push((entry, settings.grants(name)?, quarantine_of(name, settings, &config.state_dir), audit));
         }
@@ -231,6 +239,9 @@ impl Registry {
             entry.grants.store(std::sync::Arc::new(grants));
             entry.served.set_quarantine(quarantine);
             entry.served.set_audit(&entry.name, audit);
+            if let Some(settings) = config.stores.get(&entry.name) {
+                entry.served.store().set_shared(settings.shared_primary());
+            }
         }
         Ok(notes)
     }

@@ -326,6 +326,22 @@ impl Cache {
         }
     }
 
+    /// Metadata of the cached copy of `nested`; None when there is none (or on an error,
+    /// counted).
+    pub async fn info(&self, stats: &dyn CacheStats, nested: &str) -> Option<borgstore_ipc::ItemInfo> {
+        if self.disabled() {
+            return None;
+        }
+        match self.backend.info(nested).await {
+            Ok(i) if i.exists && !i.directory => Some(i),
+            Ok(_) => None,
+            Err(e) => {
+                self.error(stats, "info", nested, &e);
+                None
+            }
+        }
+    }
+
     fn forget(&self, nested: &str) {
         let (ns, _) = self.policy_for(nested);
         if let Some(ns) = ns {

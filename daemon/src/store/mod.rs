@@ -81,6 +81,8 @@ struct Inner {
     stats: SharedStats,
     /// Swappable: a client may configure the cache of a running store.
     cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
+    /// Other daemons share the primary: a writethrough hit is checked against it first.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 impl cache::CacheStats for Store {
@@ -123,7 +125,21 @@ impl Store {
         let stats = SharedStats::default();
         let backend = crate::flow::stack(primary, &namespaces, emulator, flow, stats.clone());
         let cache = std::sync::RwLock::new(cache.map(Arc::new));
-        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache }) }
+        let shared = std::sync::atomic::AtomicBool::new(false);
+        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache, shared }) }
+    }
+
+    /// Say whether other daemons (other hosts) write to the same primary. When they do,
+    /// a cached copy can be stale: a `writethrough` hit is served only after the primary
+    /// confirms the item (see [`Store::cached_load`]). Mirror namespaces always read the
+    /// primary and need no check.
+    pub fn set_shared(&self, shared: bool) {
+        self.inner.shared.store(shared, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the primary is shared with other daemons ([`Store::set_shared`]).
+    pub fn shared(&self) -> bool {
+        self.inner.shared.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cache, when the store has one.
@@ -156,7 +172,14 @@ impl Store {
     /// Load through the cache (`name`'s namespace is cached): writethrough tries the
     /// cache for the requested range; a miss, or mirror mode, loads the whole item from
     /// the primary, caches it and cuts the range out.
-    async fn cached_load(
+    ///
+    /// On a shared primary ([`Store::set_shared`]) another host may have deleted or
+    /// replaced the item since we cached it, so a writethrough copy is served only when
+    /// the primary still has the item, with the cached size, and not modified after the
+    /// copy was made (the primary's mtime is not later than the cached copy's). Else the
+    /// copy is dropped: a deleted item is ObjectNotFound, a replaced one is loaded again.
+    /// That costs one `info` of the primary per hit instead of the whole value.
+    pub(crate) async fn cached_load(
         &self,
         c: &cache::Cache,
         mode: cache::CacheMode,
@@ -165,8 +188,11 @@ impl Store {
         size: Option<u64>,
     ) -> Result<Bytes> {
         if mode == cache::CacheMode::Writethrough {
-            if let Some(v) = c.load(self, nested, offset, size).await {
-                return Ok(v);
+            let fresh = if self.shared() { self.cached_copy_is_fresh(c, nested).await? } else { true };
+            if fresh {
+                if let Some(v) = c.load(self, nested, offset, size).await {
+                    return Ok(v);
+                }
             }
         }
         let full = self.inner.backend.load(nested, 0, None).await?;
@@ -178,6 +204,28 @@ impl Store {
             None => full.len(),
         };
         Ok(full.slice(start..end))
+    }
+
+    /// On a shared primary: may the cached copy of `nested` be served? A copy that the
+    /// primary contradicts is dropped (counted as `cache_stale`); an item the primary no
+    /// longer has is ObjectNotFound, whatever the cache holds.
+    async fn cached_copy_is_fresh(&self, c: &cache::Cache, nested: &str) -> Result<bool> {
+        let Some(copy) = c.info(self, nested).await else {
+            return Ok(false);
+        };
+        let primary = self.inner.backend.info(nested).await?;
+        let fresh = primary.exists
+            && !primary.directory
+            && primary.size == copy.size
+            && (primary.mtime <= 0.0 || copy.mtime <= 0.0 || primary.mtime <= copy.mtime);
+        if !fresh {
+            self.stats_add("cache_stale", 1);
+            c.delete(self, nested).await;
+        }
+        if !primary.exists {
+            return Err(Error::not_found(nested));
+        }
+        Ok(fresh)
     }
 
     /// Drop cached copies: `""` all cached namespaces, a namespace all its items, else
