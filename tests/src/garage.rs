@@ -168,6 +168,13 @@ impl Garage {
         self.cli_retrying(i, &["bucket", "info", BUCKET]);
     }
 
+    /// Start a full sync of the metadata tables on every node (`garage repair tables`):
+    /// after a node missed deletes while it was down, listings may show the deleted
+    /// objects until its tables are synced.
+    pub fn repair_tables(&self) {
+        self.cli_retrying(0, &["repair", "--all-nodes", "--yes", "tables"]);
+    }
+
     /// The log of node `i`.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()

@@ -163,7 +163,7 @@ impl Store {
     }
 
     /// The cache and its mode for `name`, when `name` is in a cached namespace.
-    fn cached(&self, name: &str) -> Option<(Arc<cache::Cache>, cache::CacheMode)> {
+    pub(crate) fn cached(&self, name: &str) -> Option<(Arc<cache::Cache>, cache::CacheMode)> {
         let c = self.cache()?;
         let (_, policy) = c.policy_for(name);
         policy.on().then_some((c, policy.mode))

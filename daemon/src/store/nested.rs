@@ -8,7 +8,10 @@
 //!
 //! [`Store::nested`] gives the view; every method validates its names first and is
 //! counted under the stats key of the matching engine operation (`load_calls`,
-//! `store_volume`, ...).
+//! `store_volume`, ...). Names in a cached namespace go through the store's cache as the
+//! engine's do: loads are served or filled by it, stores, deletes and moves are mirrored
+//! into it (a streamed upload is not held in memory for that: its old cached copy is
+//! dropped, and the next load caches the new value).
 
 use super::Store;
 use crate::backends::body::Body;
@@ -72,7 +75,12 @@ impl Nested<'_> {
     pub async fn load(&self, name: &str, offset: i64, size: Option<u64>) -> Result<Value> {
         validate_name(name)?;
         let s = self.store;
-        let load = s.inner.backend.load_value(name, offset, size);
+        let load = async {
+            match s.cached(name) {
+                Some((c, mode)) => Ok(Value::Bytes(s.cached_load(&c, mode, name, offset, size).await?)),
+                None => s.inner.backend.load_value(name, offset, size).await,
+            }
+        };
         let value = s.counted("load", load).await?;
         s.stats_add("load_volume", value.len());
         Ok(value)
@@ -83,7 +91,20 @@ impl Nested<'_> {
         validate_name(name)?;
         let s = self.store;
         let len = value.len();
-        s.counted("store", s.inner.backend.store_body(name, value)).await?;
+        match (s.cached(name), value) {
+            // A cached namespace keeps a copy of a value that is in memory anyway.
+            (Some((c, _)), Body::Full(bytes)) => {
+                s.counted("store", s.inner.backend.store(name, bytes.clone())).await?;
+                c.store(s, name, bytes).await;
+            }
+            // A streamed one is not held in memory for the cache: the old copy goes, and
+            // the next load caches the new value.
+            (Some((c, _)), stream) => {
+                s.counted("store", s.inner.backend.store_body(name, stream)).await?;
+                c.delete(s, name).await;
+            }
+            (None, value) => s.counted("store", s.inner.backend.store_body(name, value)).await?,
+        }
         s.stats_add("store_volume", len);
         Ok(())
     }
@@ -92,7 +113,11 @@ impl Nested<'_> {
     pub async fn delete(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let s = self.store;
-        s.counted("delete", s.inner.backend.delete(name)).await
+        s.counted("delete", s.inner.backend.delete(name)).await?;
+        if let Some((c, _)) = s.cached(name) {
+            c.delete(s, name).await;
+        }
+        Ok(())
     }
 
     /// Rename `current` to `new`.
@@ -100,7 +125,13 @@ impl Nested<'_> {
         validate_name(current)?;
         validate_name(new)?;
         let s = self.store;
-        s.counted("move", s.inner.backend.move_(current, new)).await
+        s.counted("move", s.inner.backend.move_(current, new)).await?;
+        match (s.cached(current), s.cached(new)) {
+            (Some((c, _)), Some(_)) => c.move_(s, current, new).await,
+            (Some((c, _)), None) => c.delete(s, current).await,
+            (None, _) => {}
+        }
+        Ok(())
     }
 
     /// Hex digest of `name`'s content.
