@@ -141,6 +141,11 @@ pub struct WriteBehindSettings {
 /// `max_concurrency` of a remote store that does not set it.
 pub const REMOTE_MAX_CONCURRENCY: usize = 16;
 
+/// Directories a recursive listing of a remote store lists ahead, concurrently: a
+/// namespace nested at one level has 256 directories, and one listing request after
+/// another pays the round trip 256 times.
+pub const REMOTE_LIST_AHEAD: usize = 8;
+
 /// The largest `max_concurrency` a store may set.
 pub const MAX_CONCURRENCY_LIMIT: usize = 1024;
 
@@ -206,7 +211,8 @@ impl StoreSettings {
         self.shared.unwrap_or(!self.url.starts_with("file:"))
     }
 
-    /// How this store's calls flow to its primary ([`crate::flow`]). A remote store
+    /// How this store's calls flow to its primary ([`crate::flow`]). A recursive listing
+    /// of a remote store lists [`REMOTE_LIST_AHEAD`] directories ahead, concurrently. A remote store
     /// (anything but `file:`) defaults to [`REMOTE_MAX_CONCURRENCY`] calls in flight
     /// and coalesced reads; a `file:` store to neither (the disk queues better than we
     /// would, and a coalesced load cannot be sent from its open file).
@@ -220,6 +226,7 @@ impl StoreSettings {
             },
             coalesce: self.coalesce_reads.unwrap_or(remote),
             spools: self.spools(),
+            list_ahead: if remote { REMOTE_LIST_AHEAD } else { 0 },
         }
     }
 

@@ -72,7 +72,7 @@ impl Garage {
             std::fs::write(
                 &config,
                 format!(
-                    "metadata_dir = \"{r}/meta\"\ndata_dir = \"{r}/data\"\ndb_engine = \"sqlite\"\n\
+                    "metadata_dir = \"{r}/meta\"\ndata_dir = \"{r}/data\"\ndb_engine = \"lmdb\"\ncompression_level = \"none\"\n\
                      replication_factor = 3\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
                      rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{RPC_SECRET}\"\n\
                      [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\

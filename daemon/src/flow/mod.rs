@@ -43,6 +43,9 @@ pub struct FlowSettings {
     pub coalesce: bool,
     /// The spools of write-behind namespaces (none: every store is written through).
     pub spools: Vec<write_behind::SpoolConfig>,
+    /// Directories a recursive listing lists ahead of the one it is reading, concurrently
+    /// (0: one after another; see [`crate::store::list`]).
+    pub list_ahead: usize,
 }
 
 /// The layers over `primary` for a store with `namespaces`, counted into `stats`,

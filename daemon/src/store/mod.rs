@@ -83,6 +83,8 @@ struct Inner {
     cache: std::sync::RwLock<Option<Arc<cache::Cache>>>,
     /// Other daemons share the primary: a writethrough hit is checked against it first.
     shared: std::sync::atomic::AtomicBool,
+    /// Directories a recursive listing lists ahead ([`FlowSettings::list_ahead`]).
+    list_ahead: usize,
 }
 
 impl cache::CacheStats for Store {
@@ -126,7 +128,8 @@ impl Store {
         let backend = crate::flow::stack(primary, &namespaces, emulator, flow, stats.clone());
         let cache = std::sync::RwLock::new(cache.map(Arc::new));
         let shared = std::sync::atomic::AtomicBool::new(false);
-        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache, shared }) }
+        let list_ahead = flow.list_ahead;
+        Store { inner: Arc::new(Inner { backend, namespaces, stats, cache, shared, list_ahead }) }
     }
 
     /// Say whether other daemons (other hosts) write to the same primary. When they do,
