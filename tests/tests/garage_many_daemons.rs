@@ -149,7 +149,7 @@ async fn borg_backs_up_through_one_host_and_restores_through_another() {
     let a = Host::start(&root.path().join("a"), &garage.url(0, &path));
     let b = Host::start(&root.path().join("b"), &garage.url(1, &path));
 
-    let mut borg = Borg::new(borg22());
+    let borg = Borg::new(borg22());
     let src = borg.work().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..4 {
