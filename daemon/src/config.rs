@@ -679,7 +679,15 @@ impl DaemonConfig {
     /// Merge an optional config file text with flags.
     pub fn build(toml_text: Option<&str>, flags: &Overrides) -> Result<Self> {
         let file: FileConfig = match toml_text {
-            Some(t) => toml::from_str(t).map_err(|e| Error::invalid(format!("config file: {}", e.message())))?,
+            Some(t) => toml::from_str(t).map_err(|e| {
+                // The line of the offending key or value, so a wrong type names its place.
+                let bytes = t.as_bytes();
+                let line = e
+                    .span()
+                    .map(|span| bytes[..span.start.min(bytes.len())].iter().filter(|b| **b == b'\n').count() + 1);
+                let place = line.map(|l| format!(", line {l}")).unwrap_or_default();
+                Error::invalid(format!("config file{place}: {}", e.message()))
+            })?,
             None => FileConfig::default(),
         };
         let mut stores = BTreeMap::new();
@@ -1150,6 +1158,21 @@ coalesce_reads = false
             let e = DaemonConfig::from_toml(text).unwrap_err();
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn shared_defaults_by_url_kind() {
+        let cfg = DaemonConfig::from_toml(
+            "[stores.a]\nurl = \"s3:k:s@http://h/b/p\"\n[stores.b]\nurl = \"file:///x\"\n\
+             [stores.c]\nurl = \"sftp://h/c\"\nshared = false\n[stores.d]\nurl = \"file:///d\"\nshared = true",
+        )
+        .unwrap();
+        let shared: Vec<bool> = ["a", "b", "c", "d"].iter().map(|n| cfg.stores[*n].shared_primary()).collect();
+        assert_eq!(shared, [true, false, false, true]);
+        assert!(!StoreSettings::new("file:///x").shared_primary());
+        assert!(StoreSettings::new("rest://h/x").shared_primary());
+        let e = DaemonConfig::from_toml("[stores.a]\nurl = \"s3:/b/p\"\nshared = \"yes\"").unwrap_err();
+        assert!(e.message.starts_with("config file, line 3: invalid type"), "{e}");
     }
 
     #[test]
