@@ -78,7 +78,7 @@ fn rate(n: u32, started: Instant) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_write_list_and_load_100k_items_on_garage() {
     let n: u32 = std::env::var("BORGSTORE_SCALE_ITEMS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let probe = (n / 5).max(1000);
+    let probe = (n / 20).max(1000);
     let garage = tokio::task::spawn_blocking(Garage::start).await.unwrap();
     let root = tempfile::tempdir().unwrap();
 
