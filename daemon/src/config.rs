@@ -562,6 +562,17 @@ fn doors(list: &[String], what: &str) -> Result<BTreeSet<Door>> {
         .map_err(|e| Error::invalid(format!("{what}: {}", e.message)))
 }
 
+/// Where in the config `text` the error `e` is: ` line N (the line)`, or nothing.
+fn at_line(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+        return String::new();
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let number = before.matches('\n').count() + 1;
+    format!(" line {number} ({line})")
+}
+
 fn check_store_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -658,7 +669,8 @@ impl DaemonConfig {
     /// Merge an optional config file text with flags.
     pub fn build(toml_text: Option<&str>, flags: &Overrides) -> Result<Self> {
         let file: FileConfig = match toml_text {
-            Some(t) => toml::from_str(t).map_err(|e| Error::invalid(format!("config file: {}", e.message())))?,
+            Some(t) => toml::from_str(t)
+                .map_err(|e| Error::invalid(format!("config file{}: {}", at_line(t, &e), e.message())))?,
             None => FileConfig::default(),
         };
         let mut stores = BTreeMap::new();
@@ -1123,7 +1135,8 @@ coalesce_reads = false
             ("[stores.a]\nurl = \"file:///x\"\npublic_on = [\"tcp\"]", "unknown listener \"tcp\""),
             ("[stores.a]\nurl = \"file:///x\"\nserve_on = [\"ipc\"]", "serve_on: unknown listener"),
             ("max_in_flight = 1000", "max_in_flight"),
-            ("this is not toml", "config file"),
+            ("this is not toml", "config file line 1 (this is not toml)"),
+            ("[stores.a]\nurl = \"file:///x\"\nconnections = \"4\"", "line 3 (connections = \"4\"): invalid type"),
         ] {
             let e = DaemonConfig::from_toml(text).unwrap_err();
             assert!(e.message.contains(needle), "{text:?}: {e}");
