@@ -197,6 +197,7 @@ fn fast() -> S3Options {
         min_throughput: 16 * 1024 * 1024,
         stall_timeout: Duration::from_secs(2),
         copy_timeout: Duration::from_secs(2),
+        ..S3Options::default()
     }
 }
 
