@@ -9,7 +9,7 @@
 //! - [`url`]: the URL grammar `(s3|b2):[profile@|key:secret@][http(s)://host[:port]]/bucket/path`.
 //! - `core`: the SDK client and its set-up, [`S3Options`] (retry and timeout knobs), time
 //!   budgets, keys, and the mapping of SDK errors to store errors.
-//! - `reader`: HEAD and GET (`info`, `load`, `hash`); `writer`: PUT
+//! - `reader`: HEAD and GET (`info`, `load` in parallel byte ranges, `hash`); `writer`: PUT
 //!   and copy (`store`, markers, `move`); `multipart`: multipart uploads and copies in
 //!   parts, aborted on any failure; `lister`: `ListObjectsV2` (`list`, existence checks);
 //!   `deleter`: `delete`, `rmdir`, `destroy`.
