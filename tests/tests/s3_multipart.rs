@@ -13,6 +13,9 @@
 //!   whole.
 //! - Interop with Python borgstore 0.7.0 (`tests/python/s3_interop.py`): it reads what we
 //!   stored in parts, and we read (in ranges) what it and boto3 stored.
+//! - On Garage (3 nodes, a real S3 implementation with real upload times): parts, ranges
+//!   through another node and copies in parts; with the age rule on, a reopen keeps
+//!   another client's young upload and aborts our journaled one.
 //!
 //! moto keeps its uploads in memory and answers `ListMultipartUploads` with every upload
 //! started in 2010, so on moto every upload counts as abandoned; the tests that need the
@@ -480,4 +483,86 @@ async fn we_read_in_ranges_what_python_and_boto3_store() {
         }
     }
     be.close().await.unwrap();
+}
+
+// ----- on Garage, a real S3 implementation -----
+
+/// Another S3 client of Garage node 0 (Garage takes only signed requests).
+fn garage_client(garage: &borgstore_tests::garage::Garage) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use borgstore_tests::garage::{ACCESS_KEY, REGION, SECRET_KEY};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(garage.endpoint(0))
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Keys of the uploads in progress under `prefix`, sorted.
+async fn garage_uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
+    let page = client.list_multipart_uploads().bucket(BUCKET).prefix(prefix).send().await.unwrap();
+    let mut keys: Vec<String> = page.uploads().iter().filter_map(|u| u.key().map(str::to_owned)).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_garage_parts_ranges_copies_and_young_uploads_of_others() {
+    let garage = tokio::task::spawn_blocking(borgstore_tests::garage::shared).await.unwrap();
+    let client = garage_client(&garage);
+    let path = moto::unique_path();
+    let p = format!("{path}/");
+    let journal = tempfile::tempdir().unwrap();
+    // The age rule on: Garage tells the real start time of uploads.
+    let aged = PartOptions { abandoned_upload_age: Some(Duration::from_secs(3600)), ..parts() };
+    let options = S3Options { max_copy_size: 6 * MIB, ..S3Options::default() };
+    let be = opened(&garage.url(0, &path), options.clone(), aged, Some(journal.path().to_path_buf())).await;
+    let big = data(PART * 7 / 2, 90);
+    be.store("big", big.clone()).await.unwrap();
+    let head = client.head_object().bucket(BUCKET).key(format!("{p}big")).send().await.unwrap();
+    assert!(head.e_tag().unwrap().trim_matches('"').ends_with("-4"), "4 parts: {:?}", head.e_tag());
+    // Read through another node, in ranges.
+    let other = S3::from_url_with_parts(&garage.url(1, &path), options, aged, None).unwrap();
+    other.open().await.unwrap();
+    for (offset, size) in [(0, None), (PART as i64 - 1, Some(PART + 2)), (-(2 * PART as i64 + 1), None), (-10, Some(5))]
+    {
+        assert!(other.load("big", offset, size).await.unwrap() == want(&big, offset, size), "load({offset}, {size:?})");
+    }
+    // A move over the (lowered) copy limit copies in parts on the server.
+    be.move_("big", "data/big").await.unwrap();
+    assert!(other.load("data/big", 0, None).await.unwrap() == big);
+    let head = client.head_object().bucket(BUCKET).key(format!("{p}data/big")).send().await.unwrap();
+    assert!(head.e_tag().unwrap().trim_matches('"').contains('-'), "copied in parts: {:?}", head.e_tag());
+    assert_eq!(garage_uploads(&client, &p).await, Vec::<String>::new());
+
+    // Left behind: ours (journaled) and another client's, started just now: a reopen
+    // aborts ours and keeps theirs, younger than the age.
+    let start = |key: String| {
+        let client = client.clone();
+        async move {
+            let out = client.create_multipart_upload().bucket(BUCKET).key(key).send().await.unwrap();
+            out.upload_id().unwrap().to_string()
+        }
+    };
+    let ours = start(format!("{p}data/ours")).await;
+    let theirs = start(format!("{p}data/theirs")).await;
+    let entry = serde_json::json!({"bucket": BUCKET, "key": format!("{p}data/ours"), "upload_id": ours, "started": 1});
+    std::fs::write(journal.path().join("ours.upload"), entry.to_string()).unwrap();
+    be.close().await.unwrap();
+    be.open().await.unwrap();
+    assert_eq!(garage_uploads(&client, &p).await, [format!("{p}data/theirs")]);
+    assert_eq!(journaled(journal.path()), Vec::<String>::new());
+    client
+        .abort_multipart_upload()
+        .bucket(BUCKET)
+        .key(format!("{p}data/theirs"))
+        .upload_id(theirs)
+        .send()
+        .await
+        .unwrap();
+    be.close().await.unwrap();
+    other.close().await.unwrap();
 }
