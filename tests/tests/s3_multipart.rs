@@ -6,8 +6,9 @@
 //!   as parallel ranges) are right; a move of an object larger than one copy may be copies
 //!   it in parts; a value replaced while it is loaded is never read mixed.
 //! - Nothing left behind: an upload whose completion fails, one whose part times out and
-//!   one whose call is cancelled are aborted; at open, the uploads our journal lists are
-//!   aborted, another client's young upload is kept and an abandoned one is not.
+//!   one whose call is cancelled are aborted; at open, the leftovers our journal lists are
+//!   aborted (not those of another process that still runs, or of another store), another
+//!   client's upload is kept unless the age rule finds it abandoned.
 //! - A real `borgstored` killed (SIGKILL) in the middle of a 200 MiB upload: the upload
 //!   stays on the server, and after the restart it is gone and the value is absent or
 //!   whole.
@@ -92,6 +93,24 @@ fn journaled(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A child process, killed when dropped.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The process `pid` as a journal entry names the owner of an upload.
+fn owner(pid: u32) -> serde_json::Value {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    serde_json::json!({"pid": pid, "start": start, "boot": boot.trim()})
 }
 
 /// Wait (up to 20 s) until `moto` lists uploads under `prefix`; panics when none comes.
@@ -318,24 +337,41 @@ async fn open_aborts_journaled_and_abandoned_uploads_only() {
     let be = opened(&url, S3Options::default(), parts(), Some(journal.clone())).await;
     be.close().await.unwrap();
 
-    // Left behind: ours (journaled, as a crash leaves it), another client's under the same
-    // prefix, and one of another store.
+    // Left behind: another client's upload under the prefix (not journaled), and in the
+    // journal, as the backend writes it: ours from a process that is gone (pid 1 with
+    // another start time), one without an owner and gone from the server already, one of
+    // another process that still runs (a `sleep` stands in for a second daemon sharing the
+    // journal), and one of another store's location.
     let ours = moto.start_upload(&format!("{p}data/ours"));
     let theirs = moto.start_upload(&format!("{p}data/theirs"));
     let elsewhere = moto.start_upload(&format!("{other}data/x"));
+    let live = moto.start_upload(&format!("{p}data/live"));
+    let mut sleeper = Sleeper(std::process::Command::new("sleep").arg("600").spawn().unwrap());
+    let entry = |key: &str, id: &str, owner: serde_json::Value| {
+        serde_json::json!({"endpoint": moto.endpoint(), "bucket": BUCKET, "key": format!("{p}{key}"),
+            "upload_id": id, "started": 1, "owner": owner})
+        .to_string()
+    };
+    let running = owner(sleeper.0.id());
+    let gone_owner = serde_json::json!({"pid": 1, "start": u64::MAX, "boot": running["boot"]});
     std::fs::create_dir_all(&journal).unwrap();
-    let entry = serde_json::json!({"bucket": BUCKET, "key": format!("{p}data/ours"), "upload_id": ours, "started": 1});
-    std::fs::write(journal.join("0123.upload"), entry.to_string()).unwrap();
+    std::fs::write(journal.join("0123.upload"), entry("data/ours", &ours, gone_owner)).unwrap();
+    std::fs::write(journal.join("4567.upload"), entry("data/gone", "no-such-upload", serde_json::Value::Null)).unwrap();
+    std::fs::write(journal.join("live.upload"), entry("data/live", &live, running)).unwrap();
+    let elsewhere_entry = serde_json::json!({"endpoint": moto.endpoint(), "bucket": BUCKET,
+        "key": format!("{other}data/x"), "upload_id": elsewhere, "started": 1});
+    std::fs::write(journal.join("other.upload"), elsewhere_entry.to_string()).unwrap();
     // Garbage in the journal is skipped, never a panic or a failed open.
     std::fs::write(journal.join("junk.upload"), b"\x00not json").unwrap();
     std::fs::write(journal.join("README"), b"hello").unwrap();
-    let gone = serde_json::json!({"bucket": BUCKET, "key": format!("{p}data/gone"), "upload_id": "no-such-upload", "started": 1});
-    std::fs::write(journal.join("4567.upload"), gone.to_string()).unwrap();
 
-    // Without the age rule only the journaled ones go (one that is gone already counts).
+    // Without the age rule only the journaled leftovers go (one gone already counts).
     be.open().await.unwrap();
-    assert_eq!(moto.uploads(&p), [(format!("{p}data/theirs"), theirs.clone())]);
-    assert_eq!(journaled(&journal), ["junk.upload"], "crossed out, garbage left alone");
+    let mut left = vec![(format!("{p}data/live"), live.clone()), (format!("{p}data/theirs"), theirs.clone())];
+    left.sort();
+    assert_eq!(moto.uploads(&p), left);
+    assert_eq!(moto.uploads(&other), [(format!("{other}data/x"), elsewhere.clone())]);
+    assert_eq!(journaled(&journal), ["junk.upload", "live.upload", "other.upload"], "leftovers crossed out");
     be.close().await.unwrap();
 
     // With it, an upload older than the age goes too, whoever started it (moto says every
@@ -344,6 +380,14 @@ async fn open_aborts_journaled_and_abandoned_uploads_only() {
     let be = S3::from_url_with_parts(&url, S3Options::default(), aged, Some(journal.clone())).unwrap();
     be.open().await.unwrap();
     assert_eq!(moto.uploads(&p), []);
+    // The running process's entry stays (its upload went by age here).
+    assert_eq!(journaled(&journal), ["junk.upload", "live.upload", "other.upload"]);
+    // Once that process is gone, its entry is a leftover like any other.
+    sleeper.0.kill().unwrap();
+    sleeper.0.wait().unwrap();
+    be.close().await.unwrap();
+    be.open().await.unwrap();
+    assert_eq!(journaled(&journal), ["junk.upload", "other.upload"]);
     assert_eq!(moto.uploads(&other), [(format!("{other}data/x"), elsewhere)]);
     be.close().await.unwrap();
 }
@@ -403,12 +447,17 @@ async fn a_daemon_killed_mid_upload_leaves_nothing_after_its_restart() {
     let started = wait_for_upload(&moto, &p).await;
     // Let some parts arrive, then kill.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = d.child.id();
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     assert!(store.await.unwrap().is_err(), "the store cannot have been acknowledged");
     let journal = root.path().join("state/s3-uploads/big");
     assert_eq!(moto.uploads(&p), started, "the cut-off upload stays on the server until the restart");
-    assert_eq!(journaled(&journal).len(), 1, "and in the journal");
+    let entries = journaled(&journal);
+    assert_eq!(entries.len(), 1, "and in the journal");
+    let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(journal.join(&entries[0])).unwrap()).unwrap();
+    assert_eq!(entry["upload_id"], started[0].1.as_str(), "{entry}");
+    assert_eq!(entry["owner"]["pid"], pid, "written down by the daemon, as its own: {entry}");
     // Another host's upload under the same prefix, live for all we know.
     let theirs = moto.start_upload(&format!("{p}theirs"));
 
@@ -549,7 +598,8 @@ async fn on_garage_parts_ranges_copies_and_young_uploads_of_others() {
     };
     let ours = start(format!("{p}data/ours")).await;
     let theirs = start(format!("{p}data/theirs")).await;
-    let entry = serde_json::json!({"bucket": BUCKET, "key": format!("{p}data/ours"), "upload_id": ours, "started": 1});
+    let entry = serde_json::json!({"endpoint": garage.endpoint(0), "bucket": BUCKET, "key": format!("{p}data/ours"),
+        "upload_id": ours, "started": 1});
     std::fs::write(journal.path().join("ours.upload"), entry.to_string()).unwrap();
     be.close().await.unwrap();
     be.open().await.unwrap();

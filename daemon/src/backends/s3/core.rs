@@ -16,8 +16,6 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 use borgstore_ipc::{Error, ErrorKind, Result};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::journal::Journal;
@@ -109,9 +107,6 @@ pub struct S3Core {
     pub parts: PartOptions,
     /// Our multipart uploads in flight, on disk (None: not journaled).
     pub journal: Option<Journal>,
-    /// The ids of the multipart uploads this process has in flight: never aborted as
-    /// leftovers, whatever the journal or their age says.
-    pub live: Arc<Mutex<HashSet<String>>>,
     /// Built on first use: loading the SDK config is async and reads profile files.
     client: tokio::sync::OnceCell<Client>,
     /// Whether the backend is open.
@@ -172,7 +167,6 @@ impl S3Core {
             options,
             parts,
             journal,
-            live: Default::default(),
             client: tokio::sync::OnceCell::new(),
             opened: Default::default(),
         }
@@ -181,6 +175,11 @@ impl S3Core {
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.url.bucket
+    }
+
+    /// The custom endpoint of the URL, if any (`http(s)://host:port`).
+    pub fn endpoint(&self) -> Option<String> {
+        self.url.endpoint.as_ref().map(Endpoint::url)
     }
 
     /// The object key of item `name`.

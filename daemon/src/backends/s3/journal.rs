@@ -10,8 +10,14 @@
 //! completed or aborted; at `open`, whatever is still written down was cut off and is
 //! aborted (see `orphans`).
 //!
-//! The files: `<digest of the upload id>.upload`, holding bucket, key, upload id and start
-//! time; written to a `.tmp` file and renamed, so a file is whole or absent. A `.tmp`
+//! Several processes may share a journal directory (every `borgstore-server-rest` serves
+//! its store as `rest`, and a `rest://` store runs several of them at once): an entry
+//! also names the process that runs the upload (pid, its start time, the boot), and an
+//! upload whose process still runs is never aborted as a leftover; entries for another
+//! endpoint, bucket or prefix are left to whoever opens that store.
+//!
+//! The files: `<digest of the upload id>.upload`, holding endpoint, bucket, key, upload id,
+//! start time and owner; written to a `.tmp` file and renamed, so a file is whole or absent. A `.tmp`
 //! file (a write cut off by a crash) is removed; anything else that is not a readable
 //! entry is left alone with a warning. No fsync: the journal has to survive the daemon,
 //! not the machine; an entry lost with a power cut leaves its upload to the age-based
@@ -27,6 +33,9 @@ const ENTRY: &str = "upload";
 /// One upload in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The custom endpoint it goes to (None: the SDK's own).
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// The bucket it goes to.
     pub bucket: String,
     /// Its object key (with the store's prefix).
@@ -35,6 +44,47 @@ pub struct Entry {
     pub upload_id: String,
     /// When it was started, in seconds since the epoch (for the log).
     pub started: u64,
+    /// The process that runs it (None: unknown, taken as gone).
+    #[serde(default)]
+    pub owner: Option<Owner>,
+}
+
+/// A process, told apart from a later one with the same pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/PID/stat`, field 22).
+    pub start: u64,
+    /// The boot it ran in (`/proc/sys/kernel/random/boot_id`).
+    pub boot: String,
+}
+
+impl Owner {
+    /// This process (None where `/proc` does not tell).
+    pub async fn me() -> Option<Owner> {
+        static ME: tokio::sync::OnceCell<Option<Owner>> = tokio::sync::OnceCell::const_new();
+        ME.get_or_init(|| Owner::of(std::process::id())).await.clone()
+    }
+
+    /// The process `pid` as it is now (None: not running, or `/proc` does not tell).
+    async fn of(pid: u32) -> Option<Owner> {
+        let stat = tokio::fs::read_to_string(format!("/proc/{pid}/stat")).await.ok()?;
+        let boot = tokio::fs::read_to_string("/proc/sys/kernel/random/boot_id").await.ok()?;
+        Some(Owner { pid, start: start_time(&stat)?, boot: boot.trim().to_string() })
+    }
+
+    /// Whether this process still runs (same boot, same pid, same start time).
+    pub async fn running(&self) -> bool {
+        Owner::of(self.pid).await.as_ref() == Some(self)
+    }
+}
+
+/// Field 22 (start time) of a `/proc/PID/stat` line; the command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself.
+fn start_time(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A journal directory.
@@ -143,7 +193,30 @@ mod tests {
     use super::*;
 
     fn entry(id: &str) -> Entry {
-        Entry { bucket: "b".into(), key: "p/data/x".into(), upload_id: id.into(), started: 1 }
+        Entry {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            bucket: "b".into(),
+            key: "p/data/x".into(),
+            upload_id: id.into(),
+            started: 1,
+            owner: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn owners_are_told_apart_from_later_processes() {
+        let me = Owner::me().await.expect("Linux has /proc");
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.running().await);
+        assert!(!Owner { start: me.start + 1, ..me.clone() }.running().await, "a pid reused later");
+        assert!(!Owner { boot: "another boot".into(), ..me.clone() }.running().await);
+        assert!(!Owner { pid: u32::MAX, ..me.clone() }.running().await, "no such process");
+        assert_eq!(start_time("1 (a) b) c) S 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 4242 9"), Some(4242));
+        assert_eq!(start_time("garbage"), None);
+        assert_eq!(start_time("1 (x) S 2"), None);
+        // An entry written before owners were recorded, or by hand, still reads.
+        let old: Entry = serde_json::from_str(r#"{"bucket":"b","key":"k","upload_id":"u","started":0}"#).unwrap();
+        assert_eq!((old.owner, old.endpoint), (None, None));
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@
 //! server (and B2, which refuses checksum headers it does not need) accepts.
 
 use super::core::{chain, code, status, S3Core};
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, Journal, Owner};
 use crate::backends::parts::pieces;
 use crate::names::shown;
 use aws_sdk_s3::primitives::ByteStream;
@@ -27,8 +27,8 @@ use aws_sdk_s3::Client;
 use borgstore_ipc::{Error, Result};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 /// A multipart upload in flight: aborted unless it is [completed](InFlight::completed),
 /// also when it is dropped half-way.
@@ -41,8 +41,20 @@ pub struct InFlight {
     pub upload_id: String,
     budget: aws_sdk_s3::config::Builder,
     journal: Option<Journal>,
-    live: Arc<Mutex<HashSet<String>>>,
     settled: bool,
+}
+
+/// The ids of the multipart uploads this process has in flight, whichever store runs
+/// them: never aborted as leftovers, whatever a journal or their age says.
+static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this process has the upload `upload_id` in flight.
+pub fn is_live(upload_id: &str) -> bool {
+    live().contains(upload_id)
 }
 
 /// Abort the upload `upload_id` of `key`; one that is gone already (`NoSuchUpload`) counts
@@ -70,10 +82,6 @@ pub async fn abort_upload(
     }
 }
 
-fn lock(live: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    live.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl InFlight {
     /// Start a multipart upload of `key` (errors name `name`) and write it down.
     pub async fn start(core: &S3Core, op: &str, name: &str, key: String) -> Result<InFlight> {
@@ -90,7 +98,7 @@ impl InFlight {
         let Some(upload_id) = created.upload_id().filter(|id| !id.is_empty()).map(str::to_owned) else {
             return Err(Error::backend(format!("S3 {op} {}: the server started an upload without an id", shown(name))));
         };
-        lock(&core.live).insert(upload_id.clone());
+        live().insert(upload_id.clone());
         let upload = InFlight {
             client,
             bucket: core.bucket().to_string(),
@@ -98,17 +106,18 @@ impl InFlight {
             upload_id,
             budget: core.budget(0),
             journal: core.journal.clone(),
-            live: core.live.clone(),
             settled: false,
         };
         if let Some(journal) = &upload.journal {
             let started =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let entry = Entry {
+                endpoint: core.endpoint(),
                 bucket: upload.bucket.clone(),
                 key: upload.key.clone(),
                 upload_id: upload.upload_id.clone(),
                 started,
+                owner: Owner::me().await,
             };
             if let Err(e) = journal.add(&entry).await {
                 tracing::warn!(
@@ -125,38 +134,33 @@ impl InFlight {
     /// The upload was completed: cross it out.
     pub async fn completed(mut self) {
         self.settled = true;
-        forget(&self.journal, &self.live, &self.upload_id).await;
+        forget(&self.journal, &self.upload_id).await;
     }
 
     /// Abort the upload now. When that fails, it stays written down, for the next open.
     pub async fn abort(mut self) {
         self.settled = true;
         let aborted = abort_upload(&self.client, &self.bucket, &self.key, &self.upload_id, self.budget.clone()).await;
-        settle_abort(aborted, &self.journal, &self.live, &self.upload_id).await;
+        settle_abort(aborted, &self.journal, &self.upload_id).await;
     }
 }
 
 /// Cross the upload out of the journal and the live set.
-async fn forget(journal: &Option<Journal>, live: &Mutex<HashSet<String>>, upload_id: &str) {
+async fn forget(journal: &Option<Journal>, upload_id: &str) {
     if let Some(journal) = journal {
         if let Err(e) = journal.remove(upload_id).await {
             tracing::warn!("S3 upload journal {}: cannot cross out an upload: {e}", journal.dir().display());
         }
     }
-    lock(live).remove(upload_id);
+    live().remove(upload_id);
 }
 
 /// After an abort: forgotten when it worked, kept in the journal (for the next open) when not.
-async fn settle_abort(
-    aborted: std::result::Result<(), String>,
-    journal: &Option<Journal>,
-    live: &Mutex<HashSet<String>>,
-    upload_id: &str,
-) {
+async fn settle_abort(aborted: std::result::Result<(), String>, journal: &Option<Journal>, upload_id: &str) {
     match aborted {
-        Ok(()) => forget(journal, live, upload_id).await,
+        Ok(()) => forget(journal, upload_id).await,
         Err(e) => {
-            lock(live).remove(upload_id);
+            live().remove(upload_id);
             tracing::warn!(
                 "S3: aborting a failed multipart upload failed, {}: {e}",
                 if journal.is_some() { "the next open aborts it" } else { "it stays on the server" }
@@ -173,16 +177,16 @@ impl Drop for InFlight {
         // Dropped half-way (the call was cancelled): abort on the runtime, in the background.
         let (client, bucket, key, id) =
             (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
-        let (budget, journal, live) = (self.budget.clone(), self.journal.clone(), self.live.clone());
+        let (budget, journal) = (self.budget.clone(), self.journal.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     let aborted = abort_upload(&client, &bucket, &key, &id, budget).await;
-                    settle_abort(aborted, &journal, &live, &id).await;
+                    settle_abort(aborted, &journal, &id).await;
                 });
             }
             Err(_) => {
-                lock(&live).remove(&id);
+                live().remove(&id);
                 tracing::warn!(
                     "S3: a cancelled multipart upload could not be aborted (no runtime); it stays on the server"
                 );

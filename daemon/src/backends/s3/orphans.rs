@@ -2,22 +2,23 @@
 //!
 //! Two kinds, two rules:
 //!
-//! - Ours, cut off by a crash: the journal (`journal`) still lists them. Each is aborted
-//!   (one that is gone already counts as aborted) and crossed out; one whose abort fails
-//!   stays listed for the next open.
+//! - Ours, cut off by a crash: the journal (`journal`) still lists them, and the process
+//!   that ran them is gone. Each is aborted (one that is gone already counts as aborted)
+//!   and crossed out; one whose abort fails stays listed for the next open. Entries of a
+//!   process that still runs, or for another endpoint, bucket or prefix, are left alone.
 //! - Anybody's, abandoned: an upload under the store's prefix started longer ago than
 //!   `abandoned_upload_age` (a day by default) belongs to a host that died for good, or
 //!   lost its journal. Younger ones are left alone: several daemons may share a bucket and
 //!   prefix, and another host's upload may be live.
 //!
 //! Uploads this process has in flight are never touched (a store may be reopened while
-//! another client's upload runs). Cleaning up is best effort: a server that refuses
+//! another client's upload runs, and two stores may share a location). Cleaning up is best effort: a server that refuses
 //! `ListMultipartUploads` (some permissions policies do) or fails costs a warning, never
 //! the open.
 
 use super::core::S3Core;
 use super::journal::Entry;
-use super::multipart::abort_upload;
+use super::multipart::{abort_upload, is_live};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,16 +50,31 @@ impl S3Core {
         }
     }
 
-    fn is_live(&self, upload_id: &str) -> bool {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).contains(upload_id)
+    /// Whether the journal entry `e` is a leftover of this store: same location, and the
+    /// upload runs neither here nor in another process that is still running.
+    async fn is_leftover(&self, e: &Entry) -> bool {
+        if e.endpoint != self.endpoint() || e.bucket != self.bucket() || !e.key.starts_with(self.prefix.as_str()) {
+            return false;
+        }
+        if is_live(&e.upload_id) {
+            return false;
+        }
+        match &e.owner {
+            Some(owner) if owner.pid != std::process::id() => !owner.running().await,
+            _ => true,
+        }
     }
 
     async fn abort_journaled(&self) {
         let Some(journal) = &self.journal else {
             return;
         };
-        let entries: Vec<(PathBuf, Entry)> =
-            journal.entries().await.into_iter().filter(|(_, e)| !self.is_live(&e.upload_id)).collect();
+        let mut entries: Vec<(PathBuf, Entry)> = Vec::new();
+        for (file, entry) in journal.entries().await {
+            if self.is_leftover(&entry).await {
+                entries.push((file, entry));
+            }
+        }
         if entries.is_empty() {
             return;
         }
@@ -68,15 +84,6 @@ impl S3Core {
         let total = entries.len();
         let aborted = futures::stream::iter(entries)
             .map(|(file, entry)| async move {
-                if entry.bucket != self.bucket() || !entry.key.starts_with(self.prefix.as_str()) {
-                    // Written when the store had another URL: not ours to reach any more.
-                    tracing::warn!(
-                        "S3 upload journal {}: dropping an upload of another bucket or prefix",
-                        journal.dir().display()
-                    );
-                    let _ = journal.remove_file(&file).await;
-                    return false;
-                }
                 match abort_upload(client, &entry.bucket, &entry.key, &entry.upload_id, self.budget(0)).await {
                     Ok(()) => {
                         if let Err(e) = journal.remove_file(&file).await {
@@ -118,7 +125,7 @@ impl S3Core {
                 let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                     continue;
                 };
-                if abandoned(upload.initiated().map(|t| t.as_secs_f64()), age, now) && !self.is_live(id) {
+                if abandoned(upload.initiated().map(|t| t.as_secs_f64()), age, now) && !is_live(id) {
                     old.push((key.to_string(), id.to_string()));
                 }
             }
