@@ -96,6 +96,18 @@ pub struct StoreSettings {
     /// Most connections the backend holds to carry concurrent operations (sftp: SSH
     /// connections; `rest://`: stdio server processes; 1 to 64; other backends ignore it).
     pub connections: usize,
+    /// `s3:`/`b2:` stores (other backends ignore it): values larger than this many bytes
+    /// are uploaded in parts of this size, loads larger than this are fetched as ranges
+    /// of this size (5 MiB to 5 GiB, default 8 MiB).
+    pub part_size: u64,
+    /// `s3:`/`b2:` stores: parts (or ranges) of one value in flight at once (1 to 64,
+    /// default 4).
+    pub part_concurrency: usize,
+    /// `s3:`/`b2:` stores: at open, multipart uploads under the store's prefix started more
+    /// than this many seconds ago are aborted as abandoned, whoever started them (0: never;
+    /// else at least 3600; default 86400). Our own uploads cut off by a crash are aborted
+    /// at open whatever their age (the upload journal in `state_dir`).
+    pub abandoned_upload_age: u64,
     /// The doors (listeners) this store is served on.
     pub serve_on: BTreeSet<Door>,
     /// The doors where this store needs no grant (see [`crate::access`]).
@@ -185,6 +197,9 @@ impl StoreSettings {
             bandwidth: None,
             fsync: FsyncMode::default(),
             connections: crate::backends::url::DEFAULT_CONNECTIONS,
+            part_size: crate::backends::parts::DEFAULT_PART_SIZE,
+            part_concurrency: crate::backends::parts::DEFAULT_PART_CONCURRENCY,
+            abandoned_upload_age: crate::backends::parts::DEFAULT_ABANDONED_UPLOAD_AGE.as_secs(),
             serve_on: Door::ALL.into_iter().collect(),
             public_on: BTreeSet::new(),
             rules: Vec::new(),
@@ -209,6 +224,16 @@ impl StoreSettings {
     /// `Store::cached_load`).
     pub fn shared_primary(&self) -> bool {
         self.shared.unwrap_or(!self.url.starts_with("file:"))
+    }
+
+    /// The part settings of an `s3:`/`b2:` primary (see [`crate::backends::parts`]).
+    pub fn parts(&self) -> crate::backends::parts::PartOptions {
+        crate::backends::parts::PartOptions {
+            part_size: self.part_size,
+            part_concurrency: self.part_concurrency,
+            abandoned_upload_age: (self.abandoned_upload_age > 0)
+                .then(|| std::time::Duration::from_secs(self.abandoned_upload_age)),
+        }
     }
 
     /// How this store's calls flow to its primary ([`crate::flow`]). A recursive listing
@@ -406,6 +431,9 @@ struct FileStore {
     bandwidth: Option<f64>,
     fsync: Option<String>,
     connections: Option<i64>,
+    part_size: Option<i64>,
+    part_concurrency: Option<i64>,
+    abandoned_upload_age: Option<i64>,
     serve_on: Option<Vec<String>>,
     public_on: Option<Vec<String>>,
     quarantine_days: Option<u32>,
@@ -583,6 +611,48 @@ fn doors(list: &[String], what: &str) -> Result<BTreeSet<Door>> {
         .map_err(|e| Error::invalid(format!("{what}: {}", e.message)))
 }
 
+/// Where in the config `text` the error `e` is: ` line N (the line)`, or nothing.
+fn at_line(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+        return String::new();
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let number = before.matches('\n').count() + 1;
+    format!(" line {number} ({line})")
+}
+
+/// The part settings of store `name` from its keys (defaults for keys left out); an
+/// error names the store and the key and says what is allowed.
+fn part_settings(
+    name: &str,
+    part_size: Option<i64>,
+    part_concurrency: Option<i64>,
+    abandoned_upload_age: Option<i64>,
+) -> Result<crate::backends::parts::PartOptions> {
+    use crate::backends::parts::PartOptions;
+    let defaults = PartOptions::default();
+    // A negative number is out of range like any other: the check below says so.
+    let parts = PartOptions {
+        part_size: part_size.map_or(defaults.part_size, |n| u64::try_from(n).unwrap_or(0)),
+        part_concurrency: part_concurrency.map_or(defaults.part_concurrency, |n| usize::try_from(n).unwrap_or(0)),
+        abandoned_upload_age: match abandoned_upload_age {
+            None => defaults.abandoned_upload_age,
+            Some(0) => None,
+            Some(n) => Some(std::time::Duration::from_secs(u64::try_from(n).unwrap_or(1))),
+        },
+    };
+    parts.check().map_err(|(key, allowed)| {
+        let given = match key {
+            "part_size" => part_size,
+            "part_concurrency" => part_concurrency,
+            _ => abandoned_upload_age,
+        };
+        Error::invalid(format!("store {name}: {key} must be {allowed}, not {}", given.unwrap_or_default()))
+    })?;
+    Ok(parts)
+}
+
 fn check_store_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -679,15 +749,8 @@ impl DaemonConfig {
     /// Merge an optional config file text with flags.
     pub fn build(toml_text: Option<&str>, flags: &Overrides) -> Result<Self> {
         let file: FileConfig = match toml_text {
-            Some(t) => toml::from_str(t).map_err(|e| {
-                // The line of the offending key or value, so a wrong type names its place.
-                let bytes = t.as_bytes();
-                let line = e
-                    .span()
-                    .map(|span| bytes[..span.start.min(bytes.len())].iter().filter(|b| **b == b'\n').count() + 1);
-                let place = line.map(|l| format!(", line {l}")).unwrap_or_default();
-                Error::invalid(format!("config file{place}: {}", e.message()))
-            })?,
+            Some(t) => toml::from_str(t)
+                .map_err(|e| Error::invalid(format!("config file{}: {}", at_line(t, &e), e.message())))?,
             None => FileConfig::default(),
         };
         let mut stores = BTreeMap::new();
@@ -760,6 +823,7 @@ impl DaemonConfig {
                         ))
                     })?,
             };
+            let parts = part_settings(&name, s.part_size, s.part_concurrency, s.abandoned_upload_age)?;
             let serve_on = match &s.serve_on {
                 Some(list) => doors(list, &format!("store {name}: serve_on"))?,
                 None => Door::ALL.into_iter().collect(),
@@ -810,6 +874,9 @@ impl DaemonConfig {
                     bandwidth: s.bandwidth,
                     fsync,
                     connections,
+                    part_size: parts.part_size,
+                    part_concurrency: parts.part_concurrency,
+                    abandoned_upload_age: parts.abandoned_upload_age.map_or(0, |a| a.as_secs()),
                     serve_on,
                     public_on,
                     rules,
@@ -1153,7 +1220,8 @@ coalesce_reads = false
             ("[stores.a]\nurl = \"file:///x\"\npublic_on = [\"tcp\"]", "unknown listener \"tcp\""),
             ("[stores.a]\nurl = \"file:///x\"\nserve_on = [\"ipc\"]", "serve_on: unknown listener"),
             ("max_in_flight = 1000", "max_in_flight"),
-            ("this is not toml", "config file"),
+            ("this is not toml", "config file line 1 (this is not toml)"),
+            ("[stores.a]\nurl = \"file:///x\"\nconnections = \"4\"", "line 3 (connections = \"4\"): invalid type"),
         ] {
             let e = DaemonConfig::from_toml(text).unwrap_err();
             assert!(e.message.contains(needle), "{text:?}: {e}");
@@ -1172,7 +1240,7 @@ coalesce_reads = false
         assert!(!StoreSettings::new("file:///x").shared_primary());
         assert!(StoreSettings::new("rest://h/x").shared_primary());
         let e = DaemonConfig::from_toml("[stores.a]\nurl = \"s3:/b/p\"\nshared = \"yes\"").unwrap_err();
-        assert!(e.message.starts_with("config file, line 3: invalid type"), "{e}");
+        assert!(e.message.contains("line 3") && e.message.contains("invalid type"), "{e}");
     }
 
     #[test]
@@ -1192,6 +1260,60 @@ coalesce_reads = false
             assert!(e.message.contains("store a: connections must be between 1 and 64"), "{bad}: {e}");
         }
         assert!(DaemonConfig::from_toml("[stores.a]\nurl = \"sftp://h/a\"\nconnections = \"4\"").is_err());
+    }
+
+    #[test]
+    fn part_keys_per_store() {
+        let cfg = DaemonConfig::from_toml(
+            "[stores.a]\nurl = \"s3:k:s@http://h/b/a\"\npart_size = 5242880\npart_concurrency = 16\n\
+             abandoned_upload_age = 7200\n[stores.b]\nurl = \"s3:/b/b\"\n[stores.c]\nurl = \"b2:/b/c\"\n\
+             abandoned_upload_age = 0\npart_size = 5368709120\npart_concurrency = 1",
+        )
+        .unwrap();
+        let (a, b, c) = (&cfg.stores["a"], &cfg.stores["b"], &cfg.stores["c"]);
+        assert_eq!((a.part_size, a.part_concurrency, a.abandoned_upload_age), (5 << 20, 16, 7200));
+        assert_eq!(a.parts().abandoned_upload_age, Some(std::time::Duration::from_secs(7200)));
+        assert_eq!((b.part_size, b.part_concurrency, b.abandoned_upload_age), (8 << 20, 4, 86400), "the defaults");
+        assert_eq!(b.parts(), crate::backends::parts::PartOptions::default());
+        assert_eq!(StoreSettings::new("s3:/x/y").parts(), crate::backends::parts::PartOptions::default());
+        assert_eq!((c.part_size, c.part_concurrency, c.parts().abandoned_upload_age), (5 << 30, 1, None), "0: off");
+        // Other backends ignore the keys, but a bad value is an error for every store.
+        assert!(DaemonConfig::from_toml("[stores.f]\nurl = \"file:///f\"\npart_size = 6291456").is_ok());
+        let cases = [
+            (
+                "part_size = 5242879",
+                "store a: part_size must be between 5242880 (5 MiB) and 5368709120 (5 GiB) bytes, not 5242879",
+            ),
+            (
+                "part_size = 5368709121",
+                "store a: part_size must be between 5242880 (5 MiB) and 5368709120 (5 GiB) bytes, not 5368709121",
+            ),
+            (
+                "part_size = -1",
+                "store a: part_size must be between 5242880 (5 MiB) and 5368709120 (5 GiB) bytes, not -1",
+            ),
+            ("part_size = 0", "store a: part_size must be between"),
+            ("part_concurrency = 0", "store a: part_concurrency must be between 1 and 64, not 0"),
+            ("part_concurrency = 65", "store a: part_concurrency must be between 1 and 64, not 65"),
+            ("part_concurrency = -4", "store a: part_concurrency must be between 1 and 64, not -4"),
+            (
+                "abandoned_upload_age = 60",
+                "store a: abandoned_upload_age must be 0 (never) or at least 3600 seconds, not 60",
+            ),
+            (
+                "abandoned_upload_age = -1",
+                "store a: abandoned_upload_age must be 0 (never) or at least 3600 seconds, not -1",
+            ),
+        ];
+        for (bad, want) in cases {
+            let e = DaemonConfig::from_toml(&format!("[stores.a]\nurl = \"s3:/b/a\"\n{bad}")).unwrap_err();
+            assert_eq!(e.kind, borgstore_ipc::ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.message.contains(want), "{bad}: {e}");
+        }
+        for bad in ["part_size = \"8M\"", "part_concurrency = 2.5", "abandoned_upload_age = true"] {
+            let e = DaemonConfig::from_toml(&format!("[stores.a]\nurl = \"s3:/b/a\"\n{bad}")).unwrap_err();
+            assert!(e.message.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@ the same with our engine and compares.
     s3_interop.py mkdir    URL NAME     backend-level mkdir
     s3_interop.py rmdir    URL NAME     backend-level rmdir
     s3_interop.py dirinfo  URL NAME...  backend-level info and list of each NAME
+    s3_interop.py put      URL NAME FILE     backend-level store of FILE's bytes
+    s3_interop.py put-parts URL NAME FILE    FILE's bytes as a boto3 multipart upload (5 MiB parts)
+    s3_interop.py get      URL NAME FILE [OFFSET SIZE]  backend-level load into FILE
 
 The scenario is scenario.py's, shared with the other interop tests.
 """
@@ -74,6 +77,23 @@ def main(argv):
             getattr(backend, cmd)(argv[3])
     elif cmd == "dirinfo":
         json.dump(dirinfo(url, argv[3:]), sys.stdout, sort_keys=True)
+    elif cmd == "put":
+        backend = get_s3_backend(url)
+        with backend, open(argv[4], "rb") as f:
+            backend.store(argv[3], f.read())
+    elif cmd == "put-parts":
+        # Not how borgstore stores (it sends one PUT); another S3 client's multipart object.
+        from boto3.s3.transfer import TransferConfig
+
+        backend = get_s3_backend(url)
+        mib = 1024 * 1024
+        config = TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib)
+        backend.s3.upload_file(argv[4], backend.bucket, backend.base_path + argv[3], Config=config)
+    elif cmd == "get":
+        backend = get_s3_backend(url)
+        offset, size = (int(argv[5]), int(argv[6])) if len(argv) > 6 else (0, None)
+        with backend, open(argv[4], "wb") as f:
+            f.write(backend.load(argv[3], offset=offset, size=size))
     else:
         sys.exit(f"unknown command {cmd!r}")
 

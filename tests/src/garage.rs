@@ -152,6 +152,11 @@ impl Garage {
         format!("s3:{ACCESS_KEY}:{SECRET_KEY}@http://127.0.0.1:{}/{BUCKET}/{path}", self.nodes[node].s3_port)
     }
 
+    /// `http://127.0.0.1:PORT` of node `node`'s S3 API.
+    pub fn endpoint(&self, node: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[node].s3_port)
+    }
+
     /// Kill node `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -5,7 +5,10 @@
 //!   creates the bucket [`BUCKET`] with a plain HTTP PUT (moto takes unsigned requests).
 //! - [`Moto::url`] / [`Moto::fresh_url`] give `s3:testing:testing@http://127.0.0.1:PORT/BUCKET/PATH`
 //!   URLs, a fresh path per test, so tests can share one server.
-//! - [`Moto::kill`], [`Moto::restart`], [`Moto::pause`] and [`Moto::resume`] are for fault tests.
+//! - [`Moto::kill`], [`Moto::restart`], [`Moto::pause`] and [`Moto::resume`] are for fault tests;
+//!   [`Moto::start_with_env`] passes moto settings (e.g. `S3_UPLOAD_PART_MIN_SIZE`).
+//! - [`Moto::uploads`], [`Moto::start_upload`] and [`Moto::etag`] look at multipart uploads
+//!   and objects behind the backend's back, with plain unsigned HTTP (moto takes it).
 //!   moto keeps its state in memory, so a restart loses it, unless the server was
 //!   started with [`Moto::start_persistent`]: then moto's request recorder journals every
 //!   request to a file and `restart` replays the journal, so what was stored before the
@@ -38,6 +41,7 @@ pub struct Moto {
     child: Option<Child>,
     port: u16,
     persistent: bool,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     log: PathBuf,
 }
@@ -65,10 +69,20 @@ impl Moto {
         Self::start_with(true)
     }
 
+    /// Start a server (in-memory state) with moto settings in its environment.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
+        Self::start_full(false, env)
+    }
+
     fn start_with(persistent: bool) -> Moto {
+        Self::start_full(persistent, &[])
+    }
+
+    fn start_full(persistent: bool, env: &[(&str, &str)]) -> Moto {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("moto.log");
-        let mut moto = Moto { child: None, port: free_port(), persistent, dir, log };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut moto = Moto { child: None, port: free_port(), persistent, env, dir, log };
         moto.spawn();
         moto.request("PUT", &format!("/{BUCKET}"), 200);
         moto
@@ -90,6 +104,7 @@ impl Moto {
             .env_remove("AWS_PROFILE")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if self.persistent {
             cmd.env("MOTO_ENABLE_RECORDING", "True").env("MOTO_RECORDER_FILEPATH", self.journal());
         }
@@ -199,12 +214,50 @@ impl Moto {
         self.request_with_body("PUT", &format!("/{BUCKET}/{key}"), body, 200);
     }
 
+    /// The multipart uploads in progress whose keys start with `prefix` (relative to the
+    /// bucket): `(key, upload id)`, sorted.
+    pub fn uploads(&self, prefix: &str) -> Vec<(String, String)> {
+        let (_, answer) = self.exchange("GET", &format!("/{BUCKET}?uploads&prefix={prefix}"), b"", 200);
+        let mut out: Vec<(String, String)> = answer
+            .split("<Upload>")
+            .skip(1)
+            .filter_map(|u| Some((xml_text(u, "Key")?, xml_text(u, "UploadId")?)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Start a multipart upload of `key` (relative to the bucket) as some other client
+    /// would; its upload id.
+    pub fn start_upload(&self, key: &str) -> String {
+        let (_, answer) = self.exchange("POST", &format!("/{BUCKET}/{key}?uploads"), b"", 200);
+        xml_text(&answer, "UploadId").unwrap_or_else(|| panic!("no UploadId in {answer}"))
+    }
+
+    /// The ETag of the object `key` (relative to the bucket), without quotes; None when
+    /// there is no such object. (From a listing: moto refuses unsigned HEADs.)
+    pub fn etag(&self, key: &str) -> Option<String> {
+        let (_, answer) = self.exchange("GET", &format!("/{BUCKET}?list-type=2&prefix={key}"), b"", 200);
+        answer
+            .split("<Contents>")
+            .skip(1)
+            .find(|c| xml_text(c, "Key").as_deref() == Some(key))
+            .and_then(|c| xml_text(c, "ETag"))
+            .map(|t| t.replace("&quot;", "").replace("&#34;", "").trim_matches('"').to_string())
+    }
+
     /// A plain, unsigned HTTP/1.1 request (no body); panics unless the status is `want`.
     fn request(&self, method: &str, target: &str, want: u16) {
         self.request_with_body(method, target, b"", want)
     }
 
     fn request_with_body(&self, method: &str, target: &str, body: &[u8], want: u16) {
+        self.exchange(method, target, body, want);
+    }
+
+    /// Send a request; its head and body as text. Panics unless the status is `want`
+    /// (0: any status).
+    fn exchange(&self, method: &str, target: &str, body: &[u8], want: u16) -> (String, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto_server");
         s.set_read_timeout(Some(Duration::from_secs(60))).ok();
         let req = format!(
@@ -217,8 +270,19 @@ impl Moto {
         let _ = s.read_to_end(&mut answer);
         let text = String::from_utf8_lossy(&answer);
         let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        assert_eq!(status, want, "moto_server: {method} {target} answered:\n{text}\nlog:\n{}", self.log_text());
+        if want != 0 {
+            assert_eq!(status, want, "moto_server: {method} {target} answered:\n{text}\nlog:\n{}", self.log_text());
+        }
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.to_string(), body.to_string())
     }
+}
+
+/// The text of the first `<tag>` element in `xml`.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let len = xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..start + len].to_string())
 }
 
 impl Drop for Moto {

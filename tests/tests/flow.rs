@@ -271,7 +271,8 @@ fn a_changed_budget_on_sighup_says_it_needs_a_restart() {
     let log = d.log_text();
     assert!(
         log.contains(
-            "store s: max_concurrency, bandwidth_in/out, coalesce_reads, connections and write_behind change only with a restart"
+            "store s: max_concurrency, bandwidth_in/out, coalesce_reads, connections, write_behind, part_size, \
+             part_concurrency and abandoned_upload_age change only with a restart"
         ),
         "{log}"
     );

@@ -16,6 +16,7 @@
 //!   bucket.
 //! - Scale: a listing of 10,000 items (10 pages) and a 256 MiB value.
 
+use borgstore_daemon::backends::parts::PartOptions;
 use borgstore_daemon::backends::s3::{S3Options, S3};
 use borgstore_daemon::backends::url::backend_from_url;
 use borgstore_daemon::hashing::HashAlgorithm;
@@ -28,7 +29,7 @@ use borgstore_tests::scenario::{self, key, names, value};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,6 +198,7 @@ fn fast() -> S3Options {
         min_throughput: 16 * 1024 * 1024,
         stall_timeout: Duration::from_secs(2),
         copy_timeout: Duration::from_secs(2),
+        ..S3Options::default()
     }
 }
 
@@ -389,12 +391,14 @@ async fn frozen_server_times_out_and_works_after_thaw() {
 
 /// A fault injector in front of moto: it answers the next `fail` requests itself with S3
 /// throttling and server errors (503 SlowDown, 500 InternalError, alternating), cuts the
-/// answers to the next `cut` requests off in the middle, and passes everything else through.
+/// answers to the next `cut` requests off in the middle, and passes everything else through,
+/// without their `Range` headers once told to ignore them (a server that does not do ranges).
 struct Injector {
     port: u16,
     fail: Arc<AtomicUsize>,
     cut: Arc<AtomicUsize>,
     seen: Arc<AtomicUsize>,
+    ignore_range: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -402,17 +406,19 @@ impl Injector {
     async fn start(upstream: u16) -> Injector {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (fail, cut, seen) = (Arc::default(), Arc::default(), Arc::default());
+        let (fail, cut, seen, ignore_range) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
         let task = {
             let (fail, cut, seen): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
                 (Arc::clone(&fail), Arc::clone(&cut), Arc::clone(&seen));
+            let ignore_range: Arc<AtomicBool> = Arc::clone(&ignore_range);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(Self::serve(client, upstream, fail.clone(), cut.clone(), seen.clone()));
+                    let (fail, cut, seen, ignore) = (fail.clone(), cut.clone(), seen.clone(), ignore_range.clone());
+                    tokio::spawn(Self::serve(client, upstream, fail, cut, seen, ignore));
                 }
             })
         };
-        Injector { port, fail, cut, seen, task }
+        Injector { port, fail, cut, seen, ignore_range, task }
     }
 
     async fn serve(
@@ -421,6 +427,7 @@ impl Injector {
         fail: Arc<AtomicUsize>,
         cut: Arc<AtomicUsize>,
         seen: Arc<AtomicUsize>,
+        ignore_range: Arc<AtomicBool>,
     ) {
         // One request per connection: every answer below closes it.
         let mut buf = Vec::new();
@@ -445,6 +452,13 @@ impl Injector {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
+        }
+        if ignore_range.load(Ordering::SeqCst) {
+            let kept: String = String::from_utf8_lossy(&buf[..head_end])
+                .split_inclusive("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
+                .collect();
+            buf = [kept.as_bytes(), &buf[head_end..]].concat();
         }
         let n = seen.fetch_add(1, Ordering::SeqCst);
         if fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1)).is_ok() {
@@ -487,6 +501,11 @@ impl Injector {
 
     fn seen(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Drop the `Range` header of every request from now on.
+    fn ignore_range(&self) {
+        self.ignore_range.store(true, Ordering::SeqCst);
     }
 }
 
@@ -560,6 +579,43 @@ async fn throttling_and_server_errors_are_retried() {
         inj.cut(0);
     }
     be.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_range_still_gives_the_right_bytes() {
+    const PART: u64 = 5 << 20;
+    let moto = own_moto(false).await;
+    let inj = Injector::start(moto.port()).await;
+    let path = moto::unique_path();
+    let parts = PartOptions { part_size: PART, part_concurrency: 4, abandoned_upload_age: None };
+    // Stored straight on moto (in parts), loaded through the injector that drops Range.
+    let direct = S3::from_url_with_parts(&moto.url(&path), fast(), parts, None).unwrap();
+    direct.create().await.unwrap();
+    direct.open().await.unwrap();
+    let big: Bytes = (0..PART * 7 / 2).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    direct.store("big", big.clone()).await.unwrap();
+    direct.store("small", Bytes::from_static(b"0123456789")).await.unwrap();
+    let url = format!("s3:testing:testing@http://127.0.0.1:{}/{}/{path}", inj.port, moto::BUCKET);
+    let be = S3::from_url_with_parts(&url, fast(), parts, None).unwrap();
+    be.open().await.unwrap();
+    inj.ignore_range();
+    let part = PART as i64;
+    for (offset, size) in
+        [(0, None), (1, Some(PART * 2)), (part * 3, None), (-5, None), (-(part * 2), Some(7)), (-3, Some(2))]
+    {
+        for (name, value) in [("big", &big), ("small", &Bytes::from_static(b"0123456789"))] {
+            let before = inj.seen();
+            let got = be.load(name, offset, size).await.unwrap();
+            let len = value.len() as u64;
+            let start = if offset >= 0 { (offset as u64).min(len) } else { len.saturating_sub(offset.unsigned_abs()) };
+            let want = value.slice(start as usize..(start + size.unwrap_or(u64::MAX).min(len - start)) as usize);
+            assert!(got == want, "{name} load({offset}, {size:?}): {} bytes, want {}", got.len(), want.len());
+            // The first answer was the whole object: nothing more to ask (a far tail HEADs first).
+            assert!(inj.seen() - before <= 2, "{name} load({offset}, {size:?}): {} requests", inj.seen() - before);
+        }
+    }
+    be.close().await.unwrap();
+    direct.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,8 @@ impl Registry {
             },
             fsync: settings.fsync,
             connections: settings.connections,
+            parts: settings.parts(),
+            upload_journal: Some(upload_journal(name, state_dir)),
         };
         let backend = backend_from_url(&settings.url, options)?;
         let streams_uploads = backend.streams_uploads();
@@ -223,9 +225,13 @@ impl Registry {
             {
                 notes.push(format!("store {name}: its backend's own permissions or quota change only with a restart"));
             }
-            if settings.flow() != entry.settings.flow() || settings.connections != entry.settings.connections {
+            if settings.flow() != entry.settings.flow()
+                || settings.connections != entry.settings.connections
+                || settings.parts() != entry.settings.parts()
+            {
                 notes.push(format!(
-                    "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads, connections and write_behind change only with a restart"
+                    "store {name}: max_concurrency, bandwidth_in/out, coalesce_reads, connections, write_behind, \
+                     part_size, part_concurrency and abandoned_upload_age change only with a restart"
                 ));
             }
 
@@ -279,6 +285,12 @@ impl Registry {
         self.arbiter.stop();
         results
     }
+}
+
+/// Where store `name`'s S3 backend journals its multipart uploads in flight (only `s3:`
+/// and `b2:` stores write there).
+fn upload_journal(name: &str, state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("s3-uploads").join(name)
 }
 
 /// The delete quarantine a store's settings ask for, its ledger in the state directory.

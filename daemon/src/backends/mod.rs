@@ -15,6 +15,8 @@
 //! - [`value`]: a loaded value that leaves in pieces (a large posixfs value, sent from
 //!   its open file).
 //! - [`durability`]: the `fsync` setting, what each mode promises and how backends keep it.
+//! - [`parts`]: the part settings of large values (multipart uploads and ranged loads of
+//!   the S3 backends).
 //! - `retry` (with any remote backend): the one retry policy of the remote backends.
 //!
 //! A backend is shared (`Arc<dyn Backend>`) and called concurrently; it keeps its own
@@ -24,6 +26,7 @@
 pub mod body;
 pub mod durability;
 pub mod open_state;
+pub mod parts;
 pub mod posixfs;
 #[cfg(feature = "rclone")]
 pub mod rclone;

@@ -4,6 +4,7 @@
 //! each come with their cargo feature. A URL for a backend whose feature was left out
 //! gets an error naming the feature, not "invalid URL".
 
+use super::parts::PartOptions;
 use super::posixfs::{PosixFs, PosixFsOptions};
 use super::Backend;
 use borgstore_ipc::{Error, Result};
@@ -29,6 +30,13 @@ pub struct BackendOptions {
     /// 1 to 64). The others ignore it: S3, `http(s)://` REST and rclone run each request
     /// on a pooled HTTP connection of its own.
     pub connections: usize,
+    /// Part size and parts in flight of large values, and the age of abandoned uploads
+    /// (S3 and B2; the others ignore it).
+    pub parts: PartOptions,
+    /// A directory of this store's own where the S3 backends journal their multipart
+    /// uploads in flight, so that uploads cut off by a crash are aborted at the next
+    /// open (the others ignore it). None: no journal.
+    pub upload_journal: Option<PathBuf>,
 }
 
 impl Default for BackendOptions {
@@ -37,6 +45,8 @@ impl Default for BackendOptions {
             posixfs: PosixFsOptions::default(),
             fsync: Default::default(),
             connections: DEFAULT_CONNECTIONS,
+            parts: PartOptions::default(),
+            upload_journal: None,
         }
     }
 }
@@ -90,7 +100,7 @@ pub fn backend_from_url(url: &str, options: BackendOptions) -> Result<Arc<dyn Ba
         }
         "s3" | "b2" => {
             #[cfg(feature = "s3")]
-            return super::s3::from_url(url);
+            return super::s3::from_url(url, options.parts, options.upload_journal);
             #[cfg(not(feature = "s3"))]
             return missing("s3");
         }

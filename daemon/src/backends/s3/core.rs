@@ -18,7 +18,9 @@ use aws_sdk_s3::Client;
 use borgstore_ipc::{Error, ErrorKind, Result};
 use std::time::Duration;
 
+use super::journal::Journal;
 use super::url::{Auth, Endpoint, Flavor, S3Url};
+use crate::backends::parts::PartOptions;
 
 /// Keys per `ListObjectsV2` page and per `DeleteObjects` call (the S3 maximum).
 pub const PAGE: i32 = 1000;
@@ -41,9 +43,18 @@ pub struct S3Options {
     pub min_throughput: u64,
     /// A body transfer that makes no progress for this long fails (stalled stream protection).
     pub stall_timeout: Duration,
-    /// Time budget of one attempt of a server-side copy (`move`), whose size we do not know.
+    /// Time budget of one attempt of a server-side copy (`move`, a part of a copy) or of
+    /// completing a multipart upload, whose duration we do not know.
     pub copy_timeout: Duration,
+    /// Largest object `move` copies with one `CopyObject` ([`S3_COPY_LIMIT`], where S3
+    /// refuses larger ones); larger ones are copied in parts. Below the default, `move`
+    /// first asks the object's size with a HEAD; at the default it tries the single copy
+    /// and copies in parts only when S3 refuses it as too large.
+    pub max_copy_size: u64,
 }
+
+/// The largest object S3 copies with one `CopyObject` (5 GiB).
+pub const S3_COPY_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 impl Default for S3Options {
     fn default() -> Self {
@@ -56,6 +67,7 @@ impl Default for S3Options {
             min_throughput: 128 * 1024,
             stall_timeout: Duration::from_secs(30),
             copy_timeout: Duration::from_secs(300),
+            max_copy_size: S3_COPY_LIMIT,
         }
     }
 }
@@ -91,6 +103,10 @@ pub struct S3Core {
     pub prefix: String,
     /// Retry and timeout settings.
     pub options: S3Options,
+    /// Part size and parts in flight of large values, age of abandoned uploads.
+    pub parts: PartOptions,
+    /// Our multipart uploads in flight, on disk (None: not journaled).
+    pub journal: Option<Journal>,
     /// Built on first use: loading the SDK config is async and reads profile files.
     client: tokio::sync::OnceCell<Client>,
     /// Whether the backend is open.
@@ -133,16 +149,37 @@ pub fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
+/// The S3 error code of a service error (`NoSuchUpload`, `InvalidRequest`...), if any.
+pub fn code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(se) => se.err().code(),
+        _ => None,
+    }
+}
+
 impl S3Core {
     /// The store at the parsed `url` (nothing is contacted until it is used).
-    pub fn new(url: S3Url, options: S3Options) -> Self {
+    pub fn new(url: S3Url, options: S3Options, parts: PartOptions, journal: Option<Journal>) -> Self {
         let prefix = url.prefix();
-        S3Core { url, prefix, options, client: tokio::sync::OnceCell::new(), opened: Default::default() }
+        S3Core {
+            url,
+            prefix,
+            options,
+            parts,
+            journal,
+            client: tokio::sync::OnceCell::new(),
+            opened: Default::default(),
+        }
     }
 
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.url.bucket
+    }
+
+    /// The custom endpoint of the URL, if any (`http(s)://host:port`).
+    pub fn endpoint(&self) -> Option<String> {
+        self.url.endpoint.as_ref().map(Endpoint::url)
     }
 
     /// The object key of item `name`.
@@ -168,6 +205,13 @@ impl S3Core {
     pub fn budget(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
         let o = &self.options;
         aws_sdk_s3::config::Builder::default().timeout_config(o.timeouts(o.attempt_timeout(bytes)))
+    }
+
+    /// Per-request config of work the server does on its own, for a time we cannot tell
+    /// from what we send (a copy, completing a multipart upload): `copy_timeout` per attempt.
+    pub fn server_budget(&self) -> aws_sdk_s3::config::Builder {
+        let o = &self.options;
+        aws_sdk_s3::config::Builder::default().timeout_config(o.timeouts(o.copy_timeout))
     }
 
     /// Map an SDK error of operation `op` on `name` to a store error.

@@ -9,16 +9,22 @@
 //! - [`url`]: the URL grammar `(s3|b2):[profile@|key:secret@][http(s)://host[:port]]/bucket/path`.
 //! - `core`: the SDK client and its set-up, [`S3Options`] (retry and timeout knobs), time
 //!   budgets, keys, and the mapping of SDK errors to store errors.
-//! - `reader`: HEAD and GET (`info`, `load`, `hash`); `writer`: PUT and copy (`store`,
-//!   markers, `move`); `lister`: `ListObjectsV2` (`list`, existence checks); `deleter`:
-//!   `delete`, `rmdir`, `destroy`.
+//! - `reader`: HEAD and GET (`info`, `load` in parallel byte ranges, `hash`); `writer`: PUT
+//!   and copy (`store`, markers, `move`); `multipart`: multipart uploads and copies in
+//!   parts, aborted on any failure; `lister`: `ListObjectsV2` (`list`, existence checks);
+//!   `deleter`: `delete`, `rmdir`, `destroy`.
+//! - `journal`: our multipart uploads in flight, in local files; `orphans`: what `open`
+//!   aborts (uploads the journal still lists after a crash, and abandoned ones).
 //! - here: [`S3`], the [`Backend`], which checks names and the open state and hands each
 //!   call to those parts; [`from_url`].
 //!
 //! Layout, as in Python:
 //!
 //! - An item `ns/01/0123..` is the object `path/ns/01/0123..`; there are no temp objects,
-//!   because a single PUT is atomic on S3 (readers see the old or the new object).
+//!   because storing is atomic on S3 (readers see the old or the new object): a value of
+//!   up to `part_size` bytes (8 MiB by default) is one PUT, a larger one a multipart upload,
+//!   whose object appears only when the upload is completed. Python always sends one PUT,
+//!   which S3 caps at 5 GiB; either side reads what the other wrote.
 //! - Directories are key prefixes. `create` writes the empty marker object `path/`,
 //!   `mkdir` writes `path/dir/` markers (we also write the parents' markers, so an emptied
 //!   directory keeps existing like on a file system; Python's list and info read them
@@ -61,30 +67,44 @@
 //!
 //! Concurrency: one SDK client per store, shared by all operations without a lock; each
 //! request takes an HTTP connection of its own from the SDK's connection pool (hyper, no
-//! limit per host), so concurrent operations are concurrent requests to the endpoint.
+//! limit per host), so concurrent operations are concurrent requests to the endpoint. A
+//! large value moves as up to `part_concurrency` requests of its own (parts or ranges).
+//!
+//! Uploads left behind: a failed or cancelled multipart upload is aborted at once. One cut
+//! off by a crash is in the upload journal the daemon gives each store
+//! (`state_dir/s3-uploads/<store>/`) and is aborted when the store is next opened; so are
+//! uploads under the prefix older than `abandoned_upload_age`, whoever started them (see
+//! `orphans`). A backend without a journal (tests, [`S3::new`]) only has the latter.
 
 pub mod url;
 
 mod core;
 mod deleter;
+mod journal;
 mod lister;
+mod multipart;
+mod orphans;
 mod reader;
 mod writer;
 
 use self::core::S3Core;
-pub use self::core::S3Options;
+pub use self::core::{S3Options, S3_COPY_LIMIT};
+use self::journal::Journal;
+use super::parts::PartOptions;
 use super::Backend;
 use crate::hashing::HashAlgorithm;
 use crate::names::{validate_item_name, validate_name};
 use async_trait::async_trait;
 use borgstore_ipc::{Error, ErrorKind, ItemInfo, Result};
 use bytes::Bytes;
+use std::path::PathBuf;
 use std::sync::Arc;
 pub use url::{Auth, Endpoint, Flavor, S3Url};
 
-/// A backend for `url` with default options.
-pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(S3::new(S3Url::parse(url)?, S3Options::default())))
+/// A backend for `url` with default retry options, the part settings `parts`, and its
+/// upload journal in `journal` (None: none).
+pub fn from_url(url: &str, parts: PartOptions, journal: Option<PathBuf>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(S3::new_with(S3Url::parse(url)?, S3Options::default(), parts, journal)))
 }
 
 /// A store in an S3 bucket (see the module docs).
@@ -94,14 +114,32 @@ pub struct S3 {
 }
 
 impl S3 {
-    /// A backend for the parsed `url` (nothing is contacted until it is used).
+    /// A backend for the parsed `url` with the default part settings and no upload
+    /// journal (nothing is contacted until it is used).
     pub fn new(url: S3Url, options: S3Options) -> Self {
-        S3 { core: Arc::new(S3Core::new(url, options)) }
+        Self::new_with(url, options, PartOptions::default(), None)
+    }
+
+    /// A backend for the parsed `url` with part settings `parts`, journaling its uploads
+    /// in the directory `journal` (see the module docs).
+    pub fn new_with(url: S3Url, options: S3Options, parts: PartOptions, journal: Option<PathBuf>) -> Self {
+        S3 { core: Arc::new(S3Core::new(url, options, parts, journal.map(Journal::new))) }
     }
 
     /// Parse `url` and make a backend with `options`.
     pub fn from_url_with(url: &str, options: S3Options) -> Result<Self> {
         Ok(S3::new(S3Url::parse(url)?, options))
+    }
+
+    /// Parse `url` and make a backend with `options`, `parts` and the upload journal in
+    /// `journal`.
+    pub fn from_url_with_parts(
+        url: &str,
+        options: S3Options,
+        parts: PartOptions,
+        journal: Option<PathBuf>,
+    ) -> Result<Self> {
+        Ok(S3::new_with(S3Url::parse(url)?, options, parts, journal))
     }
 
     /// The parsed URL.
@@ -143,6 +181,7 @@ impl Backend for S3 {
         if self.core.first_keys("open", "", &self.core.prefix, 1).await?.is_empty() {
             return Err(Error::new(ErrorKind::BackendDoesNotExist, "the store does not exist"));
         }
+        self.core.abort_leftovers().await;
         self.core.opened.open()
     }
 
@@ -214,6 +253,7 @@ mod tests {
 
     #[test]
     fn from_url_refuses_bad_urls_without_network() {
+        let from_url = |url| from_url(url, PartOptions::default(), None);
         assert_eq!(from_url("s3:/bucket").err().unwrap().kind, ErrorKind::InvalidArgument);
         assert!(from_url("s3:k:s@http://127.0.0.1:1/bucket/path").is_ok());
         let be = S3::from_url_with("b2:p@/b/x/y/", S3Options::default()).unwrap();

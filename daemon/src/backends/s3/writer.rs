@@ -1,10 +1,18 @@
-//! Writes: one `PutObject` per value (atomic on S3, so there are no temp objects), the
-//! empty directory marker objects (`path/dir/`) of `create` and `mkdir`, and the
-//! server-side `CopyObject` that is the first half of `move`.
+//! Writes: a value of up to `part_size` bytes as one `PutObject`, a larger one as a
+//! multipart upload (`multipart`); the empty directory marker objects (`path/dir/`) of
+//! `create` and `mkdir`; and the server-side copy that is the first half of `move`, one
+//! `CopyObject` or, for an object larger than one copy may be, a copy in parts.
+//!
+//! Both ways of storing are atomic on S3 (the object is replaced when the PUT or the
+//! completed upload is in, never before), so there are no temp objects.
 
-use super::core::S3Core;
+use super::core::{code, status, to_u64, S3Core, S3_COPY_LIMIT};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::copy_object::CopyObjectError;
 use aws_sdk_s3::primitives::ByteStream;
-use borgstore_ipc::Result;
+use aws_sdk_s3::Client;
+use borgstore_ipc::{Error, Result};
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -12,8 +20,12 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 impl S3Core {
-    /// Store `value` as the object of `name`, in one PUT.
+    /// Store `value` as the object of `name`: in one PUT, or in parts when it is larger
+    /// than `part_size`.
     pub async fn put(&self, name: &str, value: Bytes) -> Result<()> {
+        if self.parts.in_parts(value.len() as u64) {
+            return self.put_in_parts("store", name, value).await;
+        }
         self.put_object("store", name, self.key(name), value).await
     }
 
@@ -52,24 +64,67 @@ impl S3Core {
         Ok(())
     }
 
-    /// Copy the object of `current` to `new` on the server (replacing `new`).
+    /// The `x-amz-copy-source` of `name`'s object.
+    pub fn copy_source(&self, name: &str) -> String {
+        format!("{}/{}", self.bucket(), utf8_percent_encode(&self.key(name), COPY_SOURCE))
+    }
+
+    /// Copy the object of `current` to `new` on the server (replacing `new`): one
+    /// `CopyObject`, or a copy in parts for an object larger than `max_copy_size`.
     pub async fn copy(&self, current: &str, new: &str) -> Result<()> {
-        let source = format!("{}/{}", self.bucket(), utf8_percent_encode(&self.key(current), COPY_SOURCE));
-        let o = &self.options;
-        let budget = aws_sdk_s3::config::Builder::default().timeout_config(o.timeouts(o.copy_timeout));
-        self.client()
-            .await?
+        let limit = self.options.max_copy_size;
+        let client = self.client().await?;
+        if limit < S3_COPY_LIMIT {
+            // A limit below S3's: learn the size first.
+            let (size, etag) = self.size_and_etag(current).await?;
+            if size > limit {
+                return self.copy_in_parts(current, new, size, etag.as_deref()).await;
+            }
+            return self.copy_object(client, current, new).await.map_err(|e| self.error("move", current, e));
+        }
+        match self.copy_object(client, current, new).await {
+            Ok(()) => Ok(()),
+            Err(e) if too_large(&e) => match self.size_and_etag(current).await? {
+                (size, etag) if size > limit => self.copy_in_parts(current, new, size, etag.as_deref()).await,
+                _ => Err(self.error("move", current, e)),
+            },
+            Err(e) => Err(self.error("move", current, e)),
+        }
+    }
+
+    /// Size and ETag of `name`'s object; ObjectNotFound when there is none.
+    async fn size_and_etag(&self, name: &str) -> Result<(u64, Option<String>)> {
+        match self.head("move", name).await? {
+            Some(head) => Ok((to_u64(head.content_length()), head.e_tag().map(str::to_owned))),
+            None => Err(Error::not_found(name)),
+        }
+    }
+
+    /// One `CopyObject` of `current` to `new`.
+    async fn copy_object(
+        &self,
+        client: &Client,
+        current: &str,
+        new: &str,
+    ) -> std::result::Result<(), SdkError<CopyObjectError, HttpResponse>> {
+        client
             .copy_object()
             .bucket(self.bucket())
-            .copy_source(source)
+            .copy_source(self.copy_source(current))
             .key(self.key(new))
             .customize()
-            .config_override(budget)
+            .config_override(self.server_budget())
             .send()
-            .await
-            .map_err(|e| self.error("move", current, e))?;
+            .await?;
         Ok(())
     }
+}
+
+/// Whether S3 refused a `CopyObject` because the source is larger than one copy may be
+/// (AWS: `InvalidRequest`, "larger than the maximum allowable size"; others say
+/// `EntityTooLarge`).
+fn too_large(e: &SdkError<CopyObjectError, HttpResponse>) -> bool {
+    status(e) == Some(400) && matches!(code(e), Some("InvalidRequest" | "EntityTooLarge"))
 }
 
 #[cfg(test)]
