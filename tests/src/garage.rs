@@ -2,7 +2,7 @@
 //! with replication factor 3 (issue 16).
 //!
 //! - The binary is `$GARAGE_BINARY`, else `garage` in `~/.cargo/bin`; `tests/run`
-//!   builds it once with `cargo install garage --locked` (about 9 minutes on 2 cores)
+//!   builds it once with `cargo install garage --locked` (LMDB only, about 6 minutes on 2 cores)
 //!   and a later run finds it there. A missing binary fails with that instruction.
 //! - [`Garage::start`] writes one config per node (own metadata and data directories,
 //!   RPC, S3 and admin ports, a shared RPC secret), starts the three servers, connects
