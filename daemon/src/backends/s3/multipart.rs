@@ -137,6 +137,21 @@ impl InFlight {
         forget(&self.journal, &self.upload_id).await;
     }
 
+    /// After the parts and the completion: crossed out when `result` is Ok, aborted (and
+    /// the error returned) when not.
+    pub async fn settle(self, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => {
+                self.completed().await;
+                Ok(())
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Abort the upload now. When that fails, it stays written down, for the next open.
     pub async fn abort(mut self) {
         self.settled = true;
@@ -225,16 +240,7 @@ impl S3Core {
             self.complete(op, name, &upload, done).await
         }
         .await;
-        match sent {
-            Ok(()) => {
-                upload.completed().await;
-                Ok(())
-            }
-            Err(e) => {
-                upload.abort().await;
-                Err(e)
-            }
-        }
+        upload.settle(sent).await
     }
 
     /// Copy the object of `current` (`size` bytes, ETag `etag`) to `new` in parts, each
@@ -277,16 +283,7 @@ impl S3Core {
             self.complete(op, current, &upload, done).await
         }
         .await;
-        match copied {
-            Ok(()) => {
-                upload.completed().await;
-                Ok(())
-            }
-            Err(e) => {
-                upload.abort().await;
-                Err(e)
-            }
-        }
+        upload.settle(copied).await
     }
 
     /// Upload part `n` of `upload`.
