@@ -612,6 +612,18 @@ fn doors(list: &[String], what: &str) -> Result<BTreeSet<Door>> {
 }
 
 /// Where in the config `text` the error `e` is: ` line N (the line)`, or nothing.
+/// A TOML error message without the offending value: serde says "invalid type: integer
+/// `12345678`, expected a string", and that value may be a password.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((got, expected)) = message.strip_prefix(prefix).and_then(|rest| rest.split_once(", expected")) {
+            let kind = got.split_whitespace().next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    message.to_string()
+}
+
 fn at_line(text: &str, e: &toml::de::Error) -> String {
     let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
         return String::new();
@@ -619,7 +631,12 @@ fn at_line(text: &str, e: &toml::de::Error) -> String {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
     let number = before.matches('\n').count() + 1;
-    format!(" line {number} ({line})")
+    // The key only: the value may be a password or a URL with keys in it, and this
+    // message goes to logs.
+    match line.split_once('=') {
+        Some((key, _)) => format!(" line {number} ({} = …)", key.trim()),
+        None => format!(" line {number}"),
+    }
 }
 
 /// The part settings of store `name` from its keys (defaults for keys left out); an
@@ -749,8 +766,9 @@ impl DaemonConfig {
     /// Merge an optional config file text with flags.
     pub fn build(toml_text: Option<&str>, flags: &Overrides) -> Result<Self> {
         let file: FileConfig = match toml_text {
-            Some(t) => toml::from_str(t)
-                .map_err(|e| Error::invalid(format!("config file{}: {}", at_line(t, &e), e.message())))?,
+            Some(t) => toml::from_str(t).map_err(|e| {
+                Error::invalid(format!("config file{}: {}", at_line(t, &e), without_value(e.message())))
+            })?,
             None => FileConfig::default(),
         };
         let mut stores = BTreeMap::new();
@@ -1220,11 +1238,25 @@ coalesce_reads = false
             ("[stores.a]\nurl = \"file:///x\"\npublic_on = [\"tcp\"]", "unknown listener \"tcp\""),
             ("[stores.a]\nurl = \"file:///x\"\nserve_on = [\"ipc\"]", "serve_on: unknown listener"),
             ("max_in_flight = 1000", "max_in_flight"),
-            ("this is not toml", "config file line 1 (this is not toml)"),
-            ("[stores.a]\nurl = \"file:///x\"\nconnections = \"4\"", "line 3 (connections = \"4\"): invalid type"),
+            ("this is not toml", "config file line 1: "),
+            ("[stores.a]\nurl = \"file:///x\"\nconnections = \"4\"", "line 3 (connections = …): invalid type"),
         ] {
             let e = DaemonConfig::from_toml(text).unwrap_err();
             assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_errors_never_show_a_value() {
+        // A password of the wrong type, a URL with keys cut off by a missing quote: the
+        // error names the line and key, never what is after `=` (it goes to logs).
+        for text in [
+            "[stores.a]\nurl = \"file:///x\"\nrest_username = \"u\"\nrest_password = 12345678",
+            "[stores.a]\nurl = \"s3:AKIA:12345678@http://h/b/p\nshared = true",
+        ] {
+            let e = DaemonConfig::from_toml(text).unwrap_err();
+            assert!(e.message.contains("config file line"), "{e}");
+            assert!(!e.message.contains("12345678"), "a value in the error: {e}");
         }
     }
 
