@@ -384,7 +384,9 @@ async fn a_shared_primary_never_serves_what_another_host_deleted_or_replaced() {
     assert_eq!(b.load(&k, 0, None, false).await.unwrap(), "first version");
     assert!(dir.path().join("cache-b").join(nested(&k)).exists(), "b cached it");
     assert_eq!(b.load(&k, 6, Some(7), false).await.unwrap(), "version", "a hit");
-    assert_eq!(n(&b.stats(), "cache_hits"), 1.0);
+    let st = b.stats();
+    assert_eq!((n(&st, "cache_hits"), n(&st, "cache_misses")), (1.0, 1.0), "the first load was a miss");
+    assert_eq!(n(&st, "backend_load_calls"), 1.0, "the hit loaded nothing from the primary");
 
     // A deletes it: b's cached copy is not served, and is dropped.
     a.delete(&k, false).await.unwrap();

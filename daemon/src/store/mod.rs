@@ -191,11 +191,13 @@ impl Store {
         size: Option<u64>,
     ) -> Result<Bytes> {
         if mode == cache::CacheMode::Writethrough {
-            let fresh = if self.shared() { self.cached_copy_is_fresh(c, nested).await? } else { true };
-            if fresh {
+            if !self.shared() || self.cached_copy_is_fresh(c, nested).await? {
                 if let Some(v) = c.load(self, nested, offset, size).await {
                     return Ok(v);
                 }
+            } else {
+                // No copy, or a stale one (dropped): a miss, like one `c.load` finds.
+                self.stats_add("cache_misses", 1);
             }
         }
         let full = self.inner.backend.load(nested, 0, None).await?;
