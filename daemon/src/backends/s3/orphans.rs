@@ -82,25 +82,21 @@ impl S3Core {
             return;
         };
         let total = entries.len();
-        let aborted = futures::stream::iter(entries)
-            .map(|(file, entry)| async move {
-                match abort_upload(client, &entry.bucket, &entry.key, &entry.upload_id, self.budget(0)).await {
-                    Ok(()) => {
-                        if let Err(e) = journal.remove_file(&file).await {
-                            tracing::warn!("S3 upload journal {}: cannot cross out: {e}", journal.dir().display());
-                        }
-                        true
+        let aborted = count_done(entries, |(file, entry)| async move {
+            match abort_upload(client, &entry.bucket, &entry.key, &entry.upload_id, self.budget(0)).await {
+                Ok(()) => {
+                    if let Err(e) = journal.remove_file(&file).await {
+                        tracing::warn!("S3 upload journal {}: cannot cross out: {e}", journal.dir().display());
                     }
-                    Err(e) => {
-                        tracing::warn!("S3: aborting an upload cut off earlier failed, the next open tries again: {e}");
-                        false
-                    }
+                    true
                 }
-            })
-            .buffer_unordered(ABORTS_IN_FLIGHT)
-            .filter(|done| std::future::ready(*done))
-            .count()
-            .await;
+                Err(e) => {
+                    tracing::warn!("S3: aborting an upload cut off earlier failed, the next open tries again: {e}");
+                    false
+                }
+            }
+        })
+        .await;
         tracing::info!("S3: aborted {aborted} of {total} multipart uploads cut off earlier (from the upload journal)");
     }
 
@@ -141,26 +137,36 @@ impl S3Core {
             return Ok(());
         }
         let total = old.len();
-        let aborted = futures::stream::iter(old)
-            .map(|(key, id)| async move {
-                match abort_upload(client, self.bucket(), &key, &id, self.budget(0)).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!("S3: aborting an abandoned multipart upload failed: {e}");
-                        false
-                    }
+        let aborted = count_done(old, |(key, id)| async move {
+            match abort_upload(client, self.bucket(), &key, &id, self.budget(0)).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("S3: aborting an abandoned multipart upload failed: {e}");
+                    false
                 }
-            })
-            .buffer_unordered(ABORTS_IN_FLIGHT)
-            .filter(|done| std::future::ready(*done))
-            .count()
-            .await;
+            }
+        })
+        .await;
         tracing::info!(
             "S3: aborted {aborted} of {total} multipart uploads under the store started more than {}s ago",
             age.as_secs()
         );
         Ok(())
     }
+}
+
+/// Run `abort` on every item, [`ABORTS_IN_FLIGHT`] at a time; how many of them worked.
+async fn count_done<T, F, Fut>(items: Vec<T>, abort: F) -> usize
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    futures::stream::iter(items)
+        .map(abort)
+        .buffer_unordered(ABORTS_IN_FLIGHT)
+        .filter(|done| std::future::ready(*done))
+        .count()
+        .await
 }
 
 #[cfg(test)]
