@@ -182,3 +182,11 @@ pub fn finish(mut cmd: Command, shown: String, out_path: &Path, err_path: &Path)
     assert!(status.is_some(), "hung for {} s and was killed: {}", BORG_TIMEOUT.as_secs(), out.text());
     out
 }
+
+/// Write `len` random bytes to `path`, so that every file's chunks are its own.
+pub fn random_file(path: &Path, len: usize) {
+    use rand::RngCore;
+    let mut data = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut data);
+    fs::write(path, data).expect("write a random file");
+}

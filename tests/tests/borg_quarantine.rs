@@ -7,7 +7,7 @@
 //! has passed (the daemon's clock shifted, not slept), `borgstore purge` removes what
 //! was quarantined and the repository still checks.
 
-use borgstore_tests::borg::{borg22, Borg};
+use borgstore_tests::borg::{borg22, random_file, Borg};
 use borgstore_tests::daemon::{binary, Daemon};
 use borgstore_tests::rest::{free_port, request, wait_port};
 use std::collections::BTreeSet;
@@ -38,14 +38,6 @@ fn files(dir: &Path) -> BTreeSet<String> {
 
 fn quarantined(dir: &Path) -> Vec<String> {
     files(dir).into_iter().filter(|f| f.ends_with(".del")).collect()
-}
-
-/// Random bytes, so that every file's chunks are its own.
-fn random_file(path: &Path, len: usize) {
-    use rand::RngCore;
-    let mut data = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut data);
-    std::fs::write(path, data).unwrap();
 }
 
 fn archives(borg: &Borg, repo: &str) -> BTreeSet<String> {

@@ -9,7 +9,7 @@
 //! serves them (404 through B, while the copy sits in B's cache directory), and borg's
 //! check through B still passes.
 
-use borgstore_tests::borg::{borg22, Borg};
+use borgstore_tests::borg::{borg22, random_file, Borg};
 use borgstore_tests::daemon::{binary, Daemon};
 use borgstore_tests::garage::Garage;
 use borgstore_tests::rest::{free_port, request, wait_port};
@@ -91,14 +91,6 @@ cache = "writethrough"
         }
         out
     }
-}
-
-/// Random bytes, so that every file's chunks are its own.
-fn random_file(path: &Path, len: usize) {
-    use rand::RngCore;
-    let mut data = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut data);
-    std::fs::write(path, data).unwrap();
 }
 
 /// The packs in the bucket (nested names), seen directly through Garage node `node`.

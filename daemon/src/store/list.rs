@@ -68,10 +68,7 @@ impl Lister {
     /// deepest directory, so that up to `list_ahead` of them are under way.
     fn look_ahead(&mut self) {
         let want = self.store.inner.list_ahead;
-        let Some((dir, entries)) = self.stack.last() else { return };
-        if want == 0 {
-            return;
-        }
+        let Some((dir, entries)) = self.stack.last().filter(|_| want > 0) else { return };
         let next_dirs = entries.as_slice().iter().filter(|i| i.directory).take(want).map(|i| join(dir, &i.name));
         let new: Vec<String> = next_dirs.filter(|d| !self.ahead.contains_key(d)).collect();
         for d in new {
