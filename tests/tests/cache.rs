@@ -412,3 +412,51 @@ async fn a_shared_primary_never_serves_what_another_host_deleted_or_replaced() {
         s.close().await.unwrap();
     }
 }
+
+/// REST clients (borg 2) go through the store's cache like IPC clients (issue 16: they
+/// bypassed it). A small value is mirrored into the cache as it is stored; a large one
+/// arrives streamed and is not held in memory for the cache: its old cached copy is
+/// dropped instead, so the next load never serves the value it replaced.
+#[test]
+fn rest_calls_use_the_cache_and_a_streamed_upload_never_leaves_a_stale_copy() {
+    use borgstore_tests::rest::{free_port, request, wait_port};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let port = free_port();
+    let cfg = root.join("borgstored.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rest = \"127.0.0.1:{port}\"\nstate_dir = \"{r}/state\"\n[stores.s]\nurl = \"file://{r}/primary\"\n\
+             create = true\ncache_url = \"file://{r}/cache\"\nrest_username = \"u\"\nrest_password = \"p\"\n\
+             [stores.s.namespaces.\"data/\"]\nlevels = [1]\ncache = \"writethrough\"\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &["--config", cfg.to_str().unwrap()], &[]);
+    wait_port(port, "borgstored REST", &d.log);
+    let auth = Some(("u", "p"));
+    let name = format!("data/01/01{}", &KEY[2..]);
+    let cached = root.join("cache").join(&name);
+
+    let small = b"small value".to_vec();
+    assert_eq!(request(port, "POST", &format!("/s/{name}"), auth, &[], &small).status, 200);
+    assert_eq!(std::fs::read(&cached).unwrap(), small, "a stored value is mirrored into the cache");
+    std::fs::write(&cached, b"from the cache").unwrap();
+    let r = request(port, "GET", &format!("/s/{name}"), auth, &[], b"");
+    assert_eq!(r.body, b"from the cache", "a REST load is served from the cache");
+
+    // 3 MiB: above the size from which uploads are streamed to the file.
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    assert_eq!(request(port, "POST", &format!("/s/{name}"), auth, &[], &big).status, 200);
+    assert!(!cached.exists(), "the copy of the replaced value is gone");
+    let r = request(port, "GET", &format!("/s/{name}"), auth, &[], b"");
+    assert!(r.status == 200 && r.body == big, "the new value, not the replaced one");
+    assert_eq!(std::fs::read(&cached).unwrap(), big, "and the load cached it");
+
+    // A delete through REST drops the copy too.
+    assert_eq!(request(port, "DELETE", &format!("/s/{name}"), auth, &[], b"").status, 200);
+    assert!(!cached.exists());
+    assert_eq!(request(port, "GET", &format!("/s/{name}"), auth, &[], b"").status, 404);
+}
